@@ -1,0 +1,68 @@
+"""Lightning callbacks of the project."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from defectsynth.utils.io import save_png
+from defectsynth.utils.visualize import sample_panel
+
+log = logging.getLogger(__name__)
+
+
+class SampleGrid(L.Callback):
+    """Every ``every_n_batches`` training batches and at the end of training, synthesise a fixed
+    set of normal images and save source | synthetic | mask | overlay as a PNG (and to W&B)."""
+
+    def __init__(self, dirpath: str, every_n_batches: int = 500, n_samples: int = 4) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_batches = every_n_batches
+        self.n_samples = n_samples
+        self.preview: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.n_samples > 0:
+            self.preview = trainer.datamodule.preview_batch(self.n_samples)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        if self.every_n_batches > 0 and done % self.every_n_batches == 0:
+            self.write(trainer, pl_module, done)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer, pl_module, trainer.fit_loop.epoch_loop.batch_progress.total.ready)
+
+    @rank_zero_only
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, batches_done: int) -> None:
+        if self.preview is None:
+            return
+        source = self.preview.to(pl_module.device)
+        image, mask = pl_module.synthesize(source)
+        panel = sample_panel(source, image, mask)
+        path = self.dirpath / f"batch_{batches_done:07d}.png"
+        save_png(panel, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(
+                    "samples",
+                    images=[panel],
+                    step=batches_done,
+                    caption=["normal | synthetic | mask | overlay"],
+                )
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Only ``last.ckpt``, refreshed every ``every_n_epochs`` (default 1) for resuming; a class of
+    its own so that its checkpointed state never collides with the periodic ModelCheckpoint."""
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, **kwargs) -> None:
+        super().__init__(
+            dirpath=dirpath, save_top_k=0, save_last=True, every_n_epochs=every_n_epochs, **kwargs
+        )

@@ -1,0 +1,1 @@
+"""Data: MVTec-layout indexing, the built-in procedural products, caching, augmentation."""

@@ -1,0 +1,139 @@
+"""Decode and downscale every image once; keep the result in memory and on disk.
+
+The reference implementations decode full-resolution PNGs on every training step (≈18 ms per
+1024² image here); a cached, pre-resized array costs microseconds. The disk cache is keyed by the
+file's resolved path, modification time, byte size and the target size, so an edited file is
+decoded again and nothing stale is served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from defectsynth.errors import DataError
+from defectsynth.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError as err:
+        raise DataError(f"image file {path} does not exist.") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(
+            f"cannot read image file {path}: {err}. Expected a readable PNG/JPEG/BMP/TIFF image."
+        ) from err
+    return image
+
+
+def _to_uint8(image: Image.Image) -> np.ndarray:
+    """8-bit array of any PIL mode; 16/32-bit integer images are rescaled, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image).astype(np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return np.clip(np.rint(array * (255.0 / peak)), 0, 255).astype(np.uint8)
+    if image.mode == "F":
+        array = np.asarray(image)
+        return np.clip(np.rint(array * (255.0 if array.max() <= 1.0 else 1.0)), 0, 255).astype(
+            np.uint8
+        )
+    return np.asarray(image.convert("RGB" if image.mode not in ("L", "1") else "L"))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read image file {path}: {err}.") from err
+
+
+def _resized_shape(width: int, height: int, shorter_side: int) -> tuple[int, int]:
+    scale = shorter_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def decode_image(path: Path, shorter_side: int | None) -> np.ndarray:
+    """HxWx3 uint8 RGB; grayscale becomes 3-channel; shorter side resized (bicubic, antialiased)."""
+    array = _to_uint8(_open(path))
+    image = Image.fromarray(array).convert("RGB")
+    if shorter_side is not None:
+        image = image.resize(_resized_shape(*image.size, shorter_side), Image.Resampling.BICUBIC)
+    return np.ascontiguousarray(np.asarray(image))
+
+
+def decode_mask(path: Path, shorter_side: int | None) -> np.ndarray:
+    """HxW uint8 in {0, 1}: resized with nearest neighbour, then thresholded at half its peak
+    (masks stored as 0/255, 0/1 or with soft edges all become binary)."""
+    array = _to_uint8(_open(path))
+    if array.ndim == 3:
+        array = array.max(axis=2)
+    image = Image.fromarray(array)
+    if shorter_side is not None:
+        image = image.resize(_resized_shape(*image.size, shorter_side), Image.Resampling.NEAREST)
+    array = np.asarray(image)
+    peak = int(array.max())
+    if peak == 0:
+        return np.zeros(array.shape, np.uint8)
+    return (array.astype(np.uint16) * 2 >= peak).astype(np.uint8)
+
+
+class ImageCache:
+    """Decoded, resized arrays by (file, size): memory first, then disk, then decode."""
+
+    def __init__(self, cache_dir: Path | str | None = None) -> None:
+        self.cache_dir = Path(cache_dir) / "images" if cache_dir is not None else None
+        self._memory: dict[tuple[str, str, int | None], np.ndarray] = {}
+
+    def image(self, path: Path, shorter_side: int | None) -> np.ndarray:
+        return self._get("image", Path(path), shorter_side)
+
+    def mask(self, path: Path, shorter_side: int | None) -> np.ndarray:
+        return self._get("mask", Path(path), shorter_side)
+
+    def _key(self, kind: str, path: Path, shorter_side: int | None) -> str:
+        try:
+            stat = path.stat()
+        except OSError as err:
+            raise DataError(f"image file {path} cannot be accessed: {err}.") from err
+        ident = (
+            f"{CACHE_VERSION}|{kind}|{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|"
+            f"{shorter_side}"
+        )
+        return hashlib.sha1(ident.encode()).hexdigest()
+
+    def _get(self, kind: str, path: Path, shorter_side: int | None) -> np.ndarray:
+        memory_key = (kind, str(path), shorter_side)
+        if memory_key in self._memory:
+            return self._memory[memory_key]
+        array = self._from_disk(kind, path, shorter_side)
+        self._memory[memory_key] = array
+        return array
+
+    def _from_disk(self, kind: str, path: Path, shorter_side: int | None) -> np.ndarray:
+        decode = decode_image if kind == "image" else decode_mask
+        if self.cache_dir is None:
+            return decode(path, shorter_side)
+        file = self.cache_dir / f"{self._key(kind, path, shorter_side)}.npy"
+        if file.is_file():
+            try:
+                return np.load(file, allow_pickle=False)
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable cache file %s", file)
+        array = decode(path, shorter_side)
+        try:
+            with atomic_path(file) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, array, allow_pickle=False)
+        except OSError as err:  # a read-only or full cache disk must not stop training
+            log.warning("could not write cache file %s: %s", file, err)
+        return array

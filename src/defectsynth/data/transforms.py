@@ -1,0 +1,101 @@
+"""Albumentations pipelines. Images arrive already downscaled by the cache (shorter side =
+``load_size`` for training, ``image_size`` for evaluation), so the pipelines start at the crop.
+
+Training (paper): random crop → horizontal flip → vertical flip → elastic transform →
+normalise to [-1, 1]. The defective image and its mask always share one geometric transform;
+the normal image gets an independent draw unless ``same_for_normal`` (the authors' code).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings; the elastic defaults are the authors' (the paper gives none)."""
+
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    elastic_p: float = 0.5
+    elastic_alpha: float = 1.0
+    elastic_sigma: float = 2.0
+    same_for_normal: bool = False
+
+
+def _normalize() -> A.Normalize:
+    return A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0)
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def _mask_to_tensor(mask: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(mask)).unsqueeze(0).float()
+
+
+class TrainAugment:
+    """Turns (normal, defect, mask) uint8 arrays into normalised tensors with seeded randomness."""
+
+    def __init__(self, crop_size: int, config: AugmentConfig | None = None) -> None:
+        self.config = config or AugmentConfig()
+        c = self.config
+        geometry = [
+            A.RandomCrop(
+                crop_size, crop_size, pad_if_needed=True, border_mode=cv2.BORDER_REFLECT_101
+            ),
+            A.HorizontalFlip(p=c.hflip_p),
+            A.VerticalFlip(p=c.vflip_p),
+            A.ElasticTransform(
+                alpha=c.elastic_alpha,
+                sigma=c.elastic_sigma,
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=c.elastic_p,
+            ),
+            _normalize(),
+        ]
+        extra = {"normal": "image"} if c.same_for_normal else None
+        self.defect_pipeline = A.Compose(geometry, additional_targets=extra, seed=0)
+        self.normal_pipeline = None if c.same_for_normal else A.Compose(geometry, seed=0)
+
+    def __call__(
+        self, normal: np.ndarray, defect: np.ndarray, mask: np.ndarray, seed: int
+    ) -> dict[str, torch.Tensor]:
+        self.defect_pipeline.set_random_seed(seed)
+        if self.normal_pipeline is None:
+            out = self.defect_pipeline(image=defect, mask=mask, normal=normal)
+            normal_out = out["normal"]
+        else:
+            out = self.defect_pipeline(image=defect, mask=mask)
+            # an independent, still reproducible draw for the normal image
+            self.normal_pipeline.set_random_seed(seed ^ 0x5DEECE66D)
+            normal_out = self.normal_pipeline(image=normal)["image"]
+        return {
+            "normal": _to_tensor(normal_out),
+            "defect": _to_tensor(out["image"]),
+            "mask": _mask_to_tensor(out["mask"]),
+        }
+
+
+class EvalTransform:
+    """Centre square crop of an image whose shorter side is already ``image_size``; normalise."""
+
+    def __init__(self, image_size: int) -> None:
+        self.pipeline = A.Compose([A.CenterCrop(image_size, image_size), _normalize()])
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray | None = None
+    ) -> dict[str, torch.Tensor]:
+        if mask is None:
+            return {"image": _to_tensor(self.pipeline(image=image)["image"])}
+        out = self.pipeline(image=image, mask=mask)
+        return {"image": _to_tensor(out["image"]), "mask": _mask_to_tensor(out["mask"])}

@@ -1,0 +1,230 @@
+"""The proposed model as a LightningModule with manual optimisation.
+
+Per batch: one Adam step on G and F together (discriminators frozen), then one step each for
+D_X, D_Y and D_C. The total generator objective is Eq. 4 of the paper; an ablation switches
+L_C and/or L_B off, which also removes D_C and its optimiser when L_C is off.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from defectsynth.models import losses
+from defectsynth.models.discriminator import PatchDiscriminator
+from defectsynth.models.generator import DefectGenerator
+from defectsynth.models.image_pool import ImagePool
+from defectsynth.models.schedule import LinearDecay
+
+# λ name in the loss config → loss term it weighs
+LAMBDA_OF_TERM = {
+    "gan_G": "lambda_gan",
+    "gan_F": "lambda_gan_inverse",
+    "cycle": "lambda_cycle",
+    "identity": "lambda_id",
+    "coherence": "lambda_c",
+    "background": "lambda_b",
+}
+BASE_TERMS = ("gan_G", "gan_F", "cycle", "identity")
+OPTIONAL_TERMS = ("coherence", "background")
+
+
+class DefectGAN(L.LightningModule):
+    """G: normal → (defective image, mask); F: defective → normal; D_X, D_Y, D_C."""
+
+    def __init__(
+        self,
+        generator: dict[str, Any] | None = None,
+        discriminator: dict[str, Any] | None = None,
+        loss: dict[str, Any] | None = None,
+        ablation: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
+        pool_size: int = 50,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        generator = dict(generator or {})
+        discriminator = dict(discriminator or {})
+        self.loss_config = {
+            "lambda_gan": 1.0,
+            "lambda_gan_inverse": 1.0,
+            "lambda_cycle": 5.0,
+            "lambda_id": 10.0,
+            "lambda_c": 150.0,
+            "lambda_b": 0.05,
+            "background_region": "outside",
+            "background_reduction": "mean",
+            **(loss or {}),
+        }
+        unknown = set(self.loss_config) - {
+            *LAMBDA_OF_TERM.values(),
+            "background_region",
+            "background_reduction",
+        }
+        if unknown:
+            raise ValueError(f"unknown loss options {sorted(unknown)}")
+        enabled = {"coherence": True, "background": True, **(ablation or {})}
+        enabled.pop("name", None)
+        self.terms = (*BASE_TERMS, *(t for t in OPTIONAL_TERMS if enabled[t]))
+        self.optimizer_config = {"lr": 2e-4, "betas": (0.5, 0.999), **(optimizer or {})}
+        self.schedule_config = {"n_epochs": 100, "n_epochs_decay": 200, **(schedule or {})}
+
+        self.G = DefectGenerator(**generator, with_mask=True)
+        # F's mask output would feed no loss term, so F is built without the mask branch
+        self.F = DefectGenerator(**generator, with_mask=False)
+        self.D_X = PatchDiscriminator(3, **discriminator)
+        self.D_Y = PatchDiscriminator(3, **discriminator)
+        self.D_C = PatchDiscriminator(4, **discriminator) if "coherence" in self.terms else None
+        seed = int(torch.randint(2**31 - 1, (1,)))
+        self.pool_X = ImagePool(pool_size, seed=seed)
+        self.pool_Y = ImagePool(pool_size, seed=seed + 1)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def weights(self) -> dict[str, float]:
+        return {t: float(self.loss_config[LAMBDA_OF_TERM[t]]) for t in self.terms}
+
+    @property
+    def discriminators(self) -> dict[str, nn.Module]:
+        nets = {"D_X": self.D_X, "D_Y": self.D_Y, "D_C": self.D_C}
+        return {name: net for name, net in nets.items() if net is not None}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.G(x)
+        assert mask is not None
+        return image, mask
+
+    @torch.no_grad()
+    def synthesize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """G at test time: eval mode (BatchNorm uses its running statistics, as in the authors'
+        code; InstanceNorm is unaffected)."""
+        was_training = self.G.training
+        self.G.eval()
+        try:
+            return self(x)
+        finally:
+            self.G.train(was_training)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> list[dict[str, Any]]:
+        """One Adam for G and F together, one per discriminator; each with the epoch-wise
+        linear-decay schedule (stepped in ``on_train_epoch_end``)."""
+        cfg = self.optimizer_config
+        decay = LinearDecay(
+            self.schedule_config["n_epochs"], self.schedule_config["n_epochs_decay"]
+        )
+        groups = {"G": itertools.chain(self.G.parameters(), self.F.parameters())}
+        groups.update({name: net.parameters() for name, net in self.discriminators.items()})
+        configs = []
+        for name, params in groups.items():
+            opt = torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+            configs.append(
+                {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "name": f"lr/{name}"}}
+            )
+        return configs
+
+    def generator_losses(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        fake_y: torch.Tensor,
+        fake_mask: torch.Tensor,
+        fake_x: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Each unweighted term of Eq. 4 for one batch; G(x) and F(y) are computed by the caller
+        once and reused for every term and for the discriminator steps."""
+        rec_x, _ = self.F(fake_y)
+        rec_y, _ = self.G(fake_x, with_mask=False)
+        out = {
+            "gan_G": losses.lsgan_generator_loss(self.D_Y(fake_y)),
+            "gan_F": losses.lsgan_generator_loss(self.D_X(fake_x)),
+            "cycle": losses.cycle_loss(rec_x, x) + losses.cycle_loss(rec_y, y),
+        }
+        if self.weights["identity"]:
+            out["identity"] = losses.identity_loss(
+                self.G(y, with_mask=False)[0], y
+            ) + losses.identity_loss(self.F(x)[0], x)
+        if "coherence" in self.terms:
+            out["coherence"] = losses.lsgan_generator_loss(
+                self.D_C(losses.coherence_input(fake_y, fake_mask))
+            )
+        if "background" in self.terms:
+            out["background"] = losses.background_loss(
+                x,
+                fake_y,
+                fake_mask,
+                region=self.loss_config["background_region"],
+                reduction=self.loss_config["background_reduction"],
+            )
+        return out
+
+    def discriminator_losses(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        y_mask: torch.Tensor,
+        fake_y: torch.Tensor,
+        fake_mask: torch.Tensor,
+        fake_x: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        pooled_y = self.pool_Y.query(fake_y)
+        pooled_x = self.pool_X.query(fake_x)
+        out = {
+            "D_X": losses.lsgan_discriminator_loss(self.D_X(x), self.D_X(pooled_x)),
+            "D_Y": losses.lsgan_discriminator_loss(self.D_Y(y), self.D_Y(pooled_y)),
+        }
+        if self.D_C is not None:
+            real = losses.coherence_input(y, y_mask)
+            fake = losses.coherence_input(fake_y, fake_mask).detach()
+            out["D_C"] = losses.lsgan_discriminator_loss(self.D_C(real), self.D_C(fake))
+        return out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        x, y, y_mask = batch["normal"], batch["defect"], batch["mask"]
+        opt_g, *opt_ds = self.optimizers()
+
+        with self.toggled_optimizer(opt_g):
+            fake_y, fake_mask = self.G(x)
+            fake_x, _ = self.F(y)
+            terms = self.generator_losses(x, y, fake_y, fake_mask, fake_x)
+            weights = self.weights
+            total = sum(weights[name] * value for name, value in terms.items())
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(total)
+            opt_g.step()
+
+        d_losses = self.discriminator_losses(
+            x, y, y_mask, fake_y.detach(), fake_mask.detach(), fake_x.detach()
+        )
+        # each D loss depends on its own network only, so the steps do not interfere
+        for value, opt in zip(d_losses.values(), opt_ds, strict=True):
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(value)
+            opt.step()
+
+        logged = {f"train/loss_{k}": v.detach() for k, v in terms.items()}
+        logged["train/loss_G_total"] = total.detach()
+        logged.update({f"train/loss_{k}": v.detach() for k, v in d_losses.items()})
+        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=x.shape[0])
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    # ------------------------------------------------------------------ checkpoint extras
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["image_pools"] = {"X": self.pool_X.state_dict(), "Y": self.pool_Y.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        pools = checkpoint.get("image_pools")
+        if pools:
+            self.pool_X.load_state_dict(pools["X"])
+            self.pool_Y.load_state_dict(pools["Y"])

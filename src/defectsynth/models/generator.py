@@ -1,0 +1,162 @@
+"""The paper's generator (Fig. 1): a ResNet trunk feeding two coupled up-sampling branches.
+
+    x ──► ResNetTrunk ──► ImageBranch (B_img) ──────────────► G_img(x) ∈ [-1, 1]
+                     │          │ level-1, level-2 features
+                     │          ▼
+                     └──► MaskBranch (B_mask) ── fuse ── fuse ► G_mask(x) ∈ [0, 1]
+
+Information flows from the image branch to the mask branch only, so the mask "reads" the
+defect the image branch is drawing. The inverse mapping F uses the same class.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from defectsynth.models.init import init_weights
+from defectsynth.models.norm import conv_bias, norm_layer
+
+
+def conv_norm_relu(
+    in_channels: int, out_channels: int, kernel_size: int, norm: str, stride: int = 1
+) -> nn.Sequential:
+    """Convolution → normalisation → ReLU; reflection padding keeps borders free of zero-rims."""
+    pad = kernel_size // 2
+    layers: list[nn.Module] = []
+    if pad and stride == 1:
+        layers.append(nn.ReflectionPad2d(pad))
+        pad = 0
+    layers += [
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad, bias=conv_bias(norm)),
+        norm_layer(norm)(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+    return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3×3 convolutions with a skip connection (He et al.), as in CycleGAN."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_norm_relu(channels, channels, 3, norm),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=conv_bias(norm)),
+            norm_layer(norm)(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNetTrunk(nn.Module):
+    """7×7 stem, two stride-2 down-samplings, then ``n_blocks`` residual blocks (4·ngf wide)."""
+
+    def __init__(
+        self, in_channels: int = 3, ngf: int = 64, n_blocks: int = 9, norm: str = "instance"
+    ):
+        super().__init__()
+        self.stem = conv_norm_relu(in_channels, ngf, 7, norm)
+        self.down = nn.Sequential(
+            conv_norm_relu(ngf, 2 * ngf, 3, norm, stride=2),
+            conv_norm_relu(2 * ngf, 4 * ngf, 3, norm, stride=2),
+        )
+        self.blocks = nn.Sequential(*(ResidualBlock(4 * ngf, norm) for _ in range(n_blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.down(self.stem(x)))
+
+
+class UpBlock(nn.Module):
+    """Stride-2 transposed convolution → norm → ReLU: doubles the resolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.ConvTranspose2d(
+                in_channels,
+                out_channels,
+                3,
+                stride=2,
+                padding=1,
+                output_padding=1,
+                bias=conv_bias(norm),
+            ),
+            norm_layer(norm)(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def output_head(in_channels: int, out_channels: int, activation: nn.Module) -> nn.Sequential:
+    """Final 7×7 convolution to the output channels, then the output range activation."""
+    return nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_channels, out_channels, 7), activation)
+
+
+class ImageBranch(nn.Module):
+    """B_img: two up-sampling blocks and a tanh head; also returns each block's features."""
+
+    def __init__(self, ngf: int = 64, out_channels: int = 3, norm: str = "instance") -> None:
+        super().__init__()
+        self.up = nn.ModuleList([UpBlock(4 * ngf, 2 * ngf, norm), UpBlock(2 * ngf, ngf, norm)])
+        self.head = output_head(ngf, out_channels, nn.Tanh())
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features = []
+        for block in self.up:
+            h = block(h)
+            features.append(h)
+        return self.head(h), features
+
+
+class MaskBranch(nn.Module):
+    """B_mask: after each up-sampling block, concatenate B_img's features of the same level and
+    fuse them with a 1×1 convolution back to the block's width; sigmoid head."""
+
+    def __init__(self, ngf: int = 64, norm: str = "instance") -> None:
+        super().__init__()
+        widths = (2 * ngf, ngf)
+        self.up = nn.ModuleList(
+            [UpBlock(4 * ngf, widths[0], norm), UpBlock(widths[0], widths[1], norm)]
+        )
+        self.fuse = nn.ModuleList([conv_norm_relu(2 * w, w, 1, norm) for w in widths])
+        self.head = output_head(ngf, 1, nn.Sigmoid())
+
+    def forward(self, h: torch.Tensor, image_features: list[torch.Tensor]) -> torch.Tensor:
+        for block, fuse, image_h in zip(self.up, self.fuse, image_features, strict=True):
+            h = fuse(torch.cat([block(h), image_h], dim=1))
+        return self.head(h)
+
+
+class DefectGenerator(nn.Module):
+    """G (and F): ``x ↦ (image, mask)``; ``mask`` is None when built without the mask branch."""
+
+    def __init__(
+        self,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        in_channels: int = 3,
+        out_channels: int = 3,
+        with_mask: bool = True,
+    ) -> None:
+        super().__init__()
+        self.trunk = ResNetTrunk(in_channels, ngf, n_blocks, norm)
+        self.image_branch = ImageBranch(ngf, out_channels, norm)
+        self.mask_branch = MaskBranch(ngf, norm) if with_mask else None
+        init_weights(self)
+
+    def forward(
+        self, x: torch.Tensor, with_mask: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``with_mask=False`` skips the mask branch where only the image is needed (cycle and
+        identity terms), saving its compute."""
+        h = self.trunk(x)
+        image, features = self.image_branch(h)
+        if not with_mask or self.mask_branch is None:
+            return image, None
+        return image, self.mask_branch(h, features)

@@ -1,0 +1,95 @@
+"""The training job behind ``src/train.py``: config → data, model, trainer → fit."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from defectsynth import config as _config  # noqa: F401  (registers resolvers)
+from defectsynth.checkpoint import SafeCheckpointIO
+from defectsynth.errors import ConfigError
+from defectsynth.utils.io import atomic_path
+from defectsynth.utils.wandb import default_wandb_mode
+
+log = logging.getLogger(__name__)
+MIN_FREE_BYTES = 200 * 2**20
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail before training, not at the first checkpoint, when outputs cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / ".write_probe") as tmp:
+            tmp.write_bytes(b"ok")
+        (path / ".write_probe").unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write to the output folder {path} ({err}); choose another with "
+            "hydra.run.dir=<folder> (or paths.log_dir=<folder>)."
+        ) from err
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"only {free / 2**20:.0f} MiB free on the disk of {path}; checkpoints need more "
+            f"(at least {MIN_FREE_BYTES / 2**20:.0f} MiB). Free space or set hydra.run.dir."
+        )
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config group (callbacks, loggers)."""
+    if not group:
+        return []
+    return [
+        instantiate(entry)
+        for entry in group.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
+
+
+def sweep_overrides() -> list[str]:
+    """The command-line overrides of this job (what distinguishes it within a multirun)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train the configured model; return the final logged metrics as floats."""
+    output_dir = Path(cfg.paths.output_dir)
+    check_output_dir(output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = instantiate(cfg.model)
+
+    if cfg.get("logger") and any(
+        "Wandb" in str(v.get("_target_", "")) for v in cfg.logger.values()
+    ):
+        default_wandb_mode()
+    loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
+    )
+
+    hparams = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "data": datamodule.describe(),
+        "overrides": sweep_overrides(),
+    }
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+    log.info("output folder: %s", output_dir)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+
+from defectsynth.data.datamodule import DefectDataModule, UnpairedSampler
+from defectsynth.errors import DataError
+from tests.helpers import make_mvtec, write_png
+
+SMOKE_SPEC = {"image_size": 64, "n_train_good": 8, "n_test_good": 3, "n_defect": 5}
+
+
+def procedural_dm(cache_dir, **kwargs) -> DefectDataModule:
+    options = {
+        "category": "tile",
+        "defect": "crack",
+        "image_size": 32,
+        "batch_size": 2,
+        "num_workers": 0,
+        "procedural_spec": SMOKE_SPEC,
+        "cache_dir": str(cache_dir),
+    }
+    dm = DefectDataModule(**{**options, **kwargs})
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_sampler_is_reproducible_per_epoch_and_covers_the_normal_side():
+    sampler = UnpairedSampler(n_normal=6, n_defect=4, seed=3)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    assert first == list(sampler) and len(first) == 6
+    assert sorted(n for n, _, _ in first) == list(range(6))
+    assert all(0 <= d < 4 for _, d, _ in first)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_epoch_length_is_the_larger_domain():
+    sampler = UnpairedSampler(n_normal=3, n_defect=7)
+    keys = list(sampler)
+    assert len(keys) == 7 and {n for n, _, _ in keys} == {0, 1, 2}
+
+
+def test_procedural_batches_follow_the_contract(cache_dir):
+    dm = procedural_dm(cache_dir)
+    assert dm.counts() == {"normal_train": 8, "defect_train": 4, "defect_test": 1, "normal_test": 3}
+    loader = dm.train_dataloader()
+    assert len(loader) == 4  # ceil(max(8, 4) / 2)
+    batch = next(iter(loader))
+    assert batch["normal"].shape == batch["defect"].shape == (2, 3, 32, 32)
+    assert batch["mask"].shape == (2, 1, 32, 32) and batch["mask"].dtype == torch.float32
+    assert batch["normal"].min() >= -1 and batch["defect"].max() <= 1
+    assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(cache_dir):
+    def epoch(workers: int) -> list[torch.Tensor]:
+        dm = procedural_dm(cache_dir, num_workers=workers, persistent_workers=False)
+        return [b["defect"] for b in dm.train_dataloader()]
+
+    assert all(torch.equal(a, b) for a, b in zip(epoch(0), epoch(2), strict=True))
+
+
+def test_eval_sets_are_unaugmented_at_image_size(cache_dir):
+    dm = procedural_dm(cache_dir)
+    item = dm.eval_dataset("defect_train")[0]
+    assert item["image"].shape == (3, 32, 32) and item["mask"].shape == (1, 32, 32)
+    assert torch.equal(
+        dm.eval_dataset("normal_test")[1]["image"], dm.eval_dataset("normal_test")[1]["image"]
+    )
+    assert dm.preview_batch(2).shape == (2, 3, 32, 32)
+
+
+def test_procedural_data_only_has_its_three_products(cache_dir):
+    with pytest.raises(DataError, match=r"procedural data.*\['tile', 'transistor', 'wood'\]"):
+        procedural_dm(cache_dir, category="bottle", defect="broken_large")
+
+
+def test_mask_of_the_wrong_size_is_reported_with_both_files(tmp_path):
+    root = make_mvtec(tmp_path, size=16)
+    write_png(
+        root / "widget" / "ground_truth" / "scratch" / "002_mask.png", np.zeros((8, 8), np.uint8)
+    )
+    dm = DefectDataModule("widget", "scratch", root=str(root), image_size=8, num_workers=0)
+    with pytest.raises(DataError, match=r"002_mask.png is 8x8 but its image .*002.png is 16x16"):
+        dm.setup("fit")
+
+
+def test_real_samples_including_grayscale(mvtec_mini, tmp_path):
+    for category, defect in [("tile", "crack"), ("grid", "bent")]:
+        dm = DefectDataModule(
+            category,
+            defect,
+            root=str(mvtec_mini),
+            image_size=64,
+            batch_size=2,
+            num_workers=0,
+            cache_dir=str(tmp_path),
+        )
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        assert batch["normal"].shape == (2, 3, 64, 64) and batch["mask"].sum() >= 0
+        assert dm.load_size == 71
+        assert dm.counts()["defect_train"] == 3

@@ -1,0 +1,46 @@
+"""Test helpers: tiny MVTec-layout folders written to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def make_mvtec(
+    root: Path,
+    category: str = "widget",
+    defect: str = "scratch",
+    n_train: int = 7,
+    n_test_good: int = 3,
+    n_defect: int = 10,
+    size: int = 40,
+    seed: int = 0,
+) -> Path:
+    """A synthetic MVTec-layout folder; defect images are bright inside a rectangle mask."""
+    rng = np.random.default_rng(seed)
+    base = root / category
+
+    def noise() -> np.ndarray:
+        return rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
+
+    for i in range(n_train):
+        write_png(base / "train" / "good" / f"{i:03d}.png", noise())
+    for i in range(n_test_good):
+        write_png(base / "test" / "good" / f"{i:03d}.png", noise())
+    # created in reverse order so that sorting by name, not by creation, is what is tested
+    for i in reversed(range(n_defect)):
+        image, mask = noise(), np.zeros((size, size), np.uint8)
+        top, left = rng.integers(0, size // 2, 2)
+        mask[top : top + size // 4, left : left + size // 4] = 255
+        image[mask > 0] = 250
+        write_png(base / "test" / defect / f"{i:03d}.png", image)
+        write_png(base / "ground_truth" / defect / f"{i:03d}_mask.png", mask)
+    return root

@@ -1,0 +1,154 @@
+import copy
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from defectsynth.models.defect_gan import DefectGAN
+
+TINY = {"generator": {"ngf": 4, "n_blocks": 1}, "discriminator": {"ndf": 4, "n_layers": 2}}
+ABLATIONS = {
+    "full": ({"coherence": True, "background": True}, {"coherence", "background"}),
+    "no_LB": ({"coherence": True, "background": False}, {"coherence"}),
+    "no_LC": ({"coherence": False, "background": True}, {"background"}),
+    "no_LC_LB": ({"coherence": False, "background": False}, set()),
+}
+BASE_TERMS = {"gan_G", "gan_F", "cycle", "identity"}
+
+
+class FakeBatches(Dataset):
+    def __init__(self, n: int = 2, size: int = 16) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.items = [
+            {
+                "normal": torch.rand(3, size, size, generator=g) * 2 - 1,
+                "defect": torch.rand(3, size, size, generator=g) * 2 - 1,
+                "mask": (torch.rand(1, size, size, generator=g) > 0.8).float(),
+            }
+            for _ in range(n)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def fit(model: L.LightningModule, batches: int = 1, epochs: int = 1) -> L.Trainer:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, DataLoader(FakeBatches(batches), batch_size=1))
+    return trainer
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_each_ablation_removes_exactly_its_terms_and_networks(name):
+    switches, optional = ABLATIONS[name]
+    model = DefectGAN(**TINY, ablation=switches)
+    assert set(model.terms) == BASE_TERMS | optional
+    assert (model.D_C is not None) == ("coherence" in optional)
+    assert len(model.configure_optimizers()) == 3 + ("coherence" in optional)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    fake_y, fake_mask = model.G(x)
+    fake_x, _ = model.F(x)
+    assert set(model.generator_losses(x, x, fake_y, fake_mask, fake_x)) == set(model.terms)
+
+
+def test_weights_come_from_the_loss_config_once_per_term():
+    model = DefectGAN(**TINY, loss={"lambda_c": 7.0, "lambda_b": 0.5, "lambda_cycle": 3.0})
+    assert model.weights == {
+        "gan_G": 1.0,
+        "gan_F": 1.0,
+        "cycle": 3.0,
+        "identity": 10.0,
+        "coherence": 7.0,
+        "background": 0.5,
+    }
+    with pytest.raises(ValueError, match="lambda_typo"):
+        DefectGAN(**TINY, loss={"lambda_typo": 1.0})
+
+
+def test_one_batch_steps_every_network_and_logs_the_weighted_total():
+    torch.manual_seed(0)
+    model = DefectGAN(**TINY, loss={"lambda_c": 2.0, "lambda_b": 3.0})
+    before = copy.deepcopy(model.state_dict())
+    trainer = fit(model)
+    for name in ("G", "F", "D_X", "D_Y", "D_C"):
+        changed = [
+            not torch.equal(before[k], v)
+            for k, v in model.state_dict().items()
+            if k.startswith(name + ".") and v.dtype.is_floating_point
+        ]
+        assert any(changed), f"{name} was not updated"
+    m = trainer.callback_metrics
+    total = sum(model.weights[t] * m[f"train/loss_{t}_step"] for t in model.terms)
+    assert m["train/loss_G_total_step"].item() == pytest.approx(total.item(), rel=1e-5)
+    assert trainer.global_step == 4  # manual optimisation: one count per optimizer step
+
+
+def test_generator_step_leaves_discriminators_without_gradients():
+    torch.manual_seed(0)
+    model = DefectGAN(**TINY)
+    calls = {name: 0 for name in ("G", "D_X", "D_Y", "D_C")}
+
+    def count(name):
+        def hook(_):
+            calls[name] += 1
+
+        return hook
+
+    for name in calls:
+        first = next(getattr(model, name).parameters())
+        first.register_post_accumulate_grad_hook(count(name))
+    fit(model, batches=2)
+    # per batch: G gets gradients once (G step), each D once (its own step), never from G's step
+    assert calls == {"G": 2, "D_X": 2, "D_Y": 2, "D_C": 2}
+    assert all(p.requires_grad for p in model.parameters())  # toggling restored the flags
+
+
+def test_synthesize_uses_eval_mode_and_restores_training():
+    model = DefectGAN(
+        generator={"ngf": 4, "n_blocks": 1, "norm": "batch"},
+        discriminator={"ndf": 4, "norm": "batch"},
+    )
+    model.train()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    image, mask = model.synthesize(x)
+    assert model.G.training
+    model.G.eval()
+    expected, _ = model.G(x)
+    assert torch.allclose(image, expected)
+    assert mask.shape == (2, 1, 16, 16)
+
+
+def test_schedule_steps_per_epoch_not_per_optimizer_step():
+    model = DefectGAN(**TINY, schedule={"n_epochs": 1, "n_epochs_decay": 2})
+    fit(model, batches=3, epochs=2)
+    lrs = [opt.param_groups[0]["lr"] for opt in model.optimizers()]
+    # after 2 epochs the scheduler stepped twice: factor(2) = 1 - (2 - 1)/2
+    assert lrs == pytest.approx([1e-4] * 4)
+
+
+def test_checkpoint_round_trip_keeps_hparams_and_pools(tmp_path):
+    torch.manual_seed(0)
+    model = DefectGAN(**TINY, ablation={"coherence": False, "background": True}, pool_size=3)
+    trainer = fit(model, batches=2)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    from defectsynth.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)  # weights_only
+    assert len(checkpoint["image_pools"]["X"]["images"]) == 2
+    restored = DefectGAN.load_from_checkpoint(path, weights_only=True)
+    assert restored.D_C is None and restored.terms == model.terms
+    assert len(restored.pool_Y) == 2
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, restored.state_dict()[k])

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from defectsynth.models import losses
+
+
+def t(*values: float) -> torch.Tensor:
+    return torch.tensor(values).view(1, 1, 1, -1)
+
+
+def test_lsgan_generator_loss_by_hand():
+    assert losses.lsgan_generator_loss(t(0.5, 1.5)).item() == pytest.approx(0.25)
+
+
+def test_lsgan_discriminator_loss_by_hand():
+    # real (1, 0) vs target 1: (0 + 1)/2; fake (0, 1) vs target 0: (0 + 1)/2; halved sum: 0.5
+    assert losses.lsgan_discriminator_loss(t(1.0, 0.0), t(0.0, 1.0)).item() == pytest.approx(0.5)
+    assert losses.lsgan_discriminator_loss(t(1.0, 1.0), t(0.0, 0.0)).item() == 0.0
+
+
+def test_cycle_and_identity_are_l1_by_hand():
+    assert losses.cycle_loss(t(1.0, 2.0), t(0.0, 4.0)).item() == pytest.approx(1.5)
+    assert losses.identity_loss(t(-1.0, 1.0), t(1.0, 1.0)).item() == pytest.approx(1.0)
+
+
+def test_background_loss_outside_mask_is_the_paper():
+    x, g, m = t(1, 2, 3, 4), t(1, 0, 3, 0), t(0, 1, 0, 0.5)
+    # weights 1−m = (1, 0, 1, .5): x⊙w = (1, 0, 3, 2), g⊙w = (1, 0, 3, 0) → squared errors (0,0,0,4)
+    assert losses.background_loss(x, g, m).item() == pytest.approx(1.0)
+
+
+def test_background_loss_inside_summed_is_the_authors_code():
+    x, g, m = t(1, 2, 3, 4), t(1, 0, 3, 0), t(0, 1, 0, 0.5)
+    # weights m = (0, 1, 0, .5): x⊙m = (0, 2, 0, 2), g⊙m = (0, 0, 0, 0) → squared errors sum 8
+    value = losses.background_loss(x, g, m, region="inside", reduction="sum")
+    assert value.item() == pytest.approx(8.0)
+
+
+def test_background_loss_teaches_the_mask():
+    x, g = t(1.0, 2.0), t(0.0, 2.0)
+    m = t(0.2, 0.2).requires_grad_()
+    losses.background_loss(x, g, m).backward()
+    # raising m where the image changed lowers the loss: negative gradient at pixel 0 only
+    assert m.grad[0, 0, 0, 0] < 0 and m.grad[0, 0, 0, 1] == 0
+
+
+def test_background_loss_rejects_unknown_options():
+    with pytest.raises(ValueError, match="region"):
+        losses.background_loss(t(1), t(1), t(0), region="everywhere")
+
+
+def test_coherence_input_concatenates_image_and_mask():
+    image, mask = torch.zeros(2, 3, 4, 4), torch.ones(2, 1, 4, 4)
+    both = losses.coherence_input(image, mask)
+    assert both.shape == (2, 4, 4, 4) and torch.equal(both[:, 3:], mask)

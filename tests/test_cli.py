@@ -1,0 +1,169 @@
+"""End-to-end runs of ``src/train.py`` as a user types them (smoke-sized, on the CPU)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_train(*args: str, cache_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DEFECTSYNTH_CACHE": str(cache_dir), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "src" / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cache_dir) -> Path:
+    run_dir = tmp_path_factory.mktemp("smoke")
+    run_train(
+        "product=tile",
+        "ablation=no_LB",
+        "experiment=smoke",
+        f"hydra.run.dir={run_dir}",
+        cache_dir=cache_dir,
+    )
+    return run_dir
+
+
+def test_smoke_training_writes_checkpoints_samples_and_logs(smoke_run):
+    checkpoint = load(smoke_run / "checkpoints" / "last.ckpt")
+    assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 2 * 4 * 4  # epochs done
+    state = checkpoint["state_dict"]
+    assert any(k.startswith("D_C.") for k in state)  # no_LB keeps L_C and D_C
+    assert checkpoint["hyper_parameters"]["ablation"] == {
+        "name": "no_LB",
+        "coherence": True,
+        "background": False,
+    }
+    assert sorted(p.name for p in (smoke_run / "samples").glob("*.png")) == [
+        "batch_0000004.png",
+        "batch_0000008.png",
+    ]
+    metrics = (smoke_run / "csv" / "metrics.csv").read_text()
+    assert "train/loss_coherence_step" in metrics and "loss_background" not in metrics
+    assert (smoke_run / ".hydra" / "config.yaml").is_file()
+    assert "normal_train=8" in (smoke_run / "train.log").read_text()
+
+
+def test_resume_continues_from_last_checkpoint(smoke_run, cache_dir):
+    run_train(
+        "product=tile",
+        "ablation=no_LB",
+        "experiment=smoke",
+        f"hydra.run.dir={smoke_run}",
+        "ckpt_path=last",
+        "model.schedule.n_epochs=2",
+        cache_dir=cache_dir,
+    )
+    checkpoint = load(smoke_run / "checkpoints" / "last.ckpt")
+    assert checkpoint["epoch"] == 3 and checkpoint["global_step"] == 3 * 4 * 4
+    # the schedule resumed too: after 3 epochs of (1 constant, 1 decay) the lr factor is 0
+    assert checkpoint["lr_schedulers"][0]["last_epoch"] == 3
+    assert checkpoint["lr_schedulers"][0]["_last_lr"] == [0.0]
+
+
+def test_ablation_without_coherence_has_no_d_c(tmp_path, cache_dir):
+    run_train(
+        "experiment=smoke",
+        "ablation=no_LC_LB",
+        f"hydra.run.dir={tmp_path}",
+        "trainer.max_epochs=1",
+        cache_dir=cache_dir,
+    )
+    state = load(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    assert not any(k.startswith("D_C.") for k in state)
+    assert len(load(tmp_path / "checkpoints" / "last.ckpt")["optimizer_states"]) == 3
+
+
+def test_multirun_grid_gives_one_folder_per_job_with_its_overrides(tmp_path, cache_dir):
+    run_train(
+        "-m",
+        "experiment=smoke",
+        "loss.lambda_c=50,150",
+        "loss.lambda_b=0.01,0.05",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        f"hydra.sweep.dir={tmp_path}",
+        cache_dir=cache_dir,
+    )
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 4
+    seen = set()
+    for job in jobs:
+        hparams = yaml.safe_load((job / "csv" / "hparams.yaml").read_text())
+        overrides = set(hparams["overrides"])
+        lam_c = next(o for o in overrides if o.startswith("loss.lambda_c="))
+        lam_b = next(o for o in overrides if o.startswith("loss.lambda_b="))
+        assert lam_c in job.name and lam_b in job.name
+        assert hparams["config"]["loss"]["lambda_c"] == float(lam_c.split("=")[1])
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        seen.add((lam_c, lam_b))
+    assert len(seen) == 4
+
+
+def test_real_mvtec_samples_train(tmp_path, cache_dir, mvtec_mini):
+    run_train(
+        "experiment=smoke",
+        "product=tile",
+        f"data.root={mvtec_mini}",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+        cache_dir=cache_dir,
+    )
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert "defect_train=3" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data.root=/nonexistent/mvtec"], "data.root='/nonexistent/mvtec' does not exist"),
+        (["data.category=bottle", "data.defect=broken_large"], "procedural data"),
+        (["product=wood", "data.defect=crack"], "has the defect 'hole'"),
+        (["data.image_size=30"], "must be a multiple of 4"),
+        (["model.generator.norm=layer"], "model.norm='layer'"),
+    ],
+)
+def test_bad_input_is_one_clear_line_without_traceback(tmp_path, cache_dir, args, message):
+    proc = run_train(
+        "experiment=smoke", f"hydra.run.dir={tmp_path}", *args, cache_dir=cache_dir, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_category_in_real_data_lists_available(tmp_path, cache_dir, mvtec_mini):
+    proc = run_train(
+        "experiment=smoke",
+        f"data.root={mvtec_mini}",
+        "data.category=cable",
+        "data.defect=bent_wire",
+        f"hydra.run.dir={tmp_path}",
+        cache_dir=cache_dir,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Available categories: ['bottle', 'carpet', 'grid', 'tile', 'transistor', 'wood']" in (
+        proc.stderr
+    )
