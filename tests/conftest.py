@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_mvtec
+from tests.helpers import make_mvtec, run_script
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -37,3 +37,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_mvtec(tmp_path: Path) -> Path:
     return make_mvtec(tmp_path / "mvtec")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """One seconds-long training run (product=tile ablation=no_LB experiment=smoke), shared."""
+    run_dir = tmp_path_factory.mktemp("smoke")
+    run_script(
+        "train.py",
+        "product=tile",
+        "ablation=no_LB",
+        "experiment=smoke",
+        f"hydra.run.dir={run_dir}",
+        cache_dir=cache_dir,
+    )
+    return run_dir

@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(
+    script: str, *args: str, cache_dir: Path, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``src/<script>`` as a user would, with the test session's data cache."""
+    env = {**os.environ, "DEFECTSYNTH_CACHE": str(cache_dir), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "src" / script), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:

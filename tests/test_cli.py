@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import shutil
 
 import pytest
-import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import load, run_script
 
 
-def run_train(*args: str, cache_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DEFECTSYNTH_CACHE": str(cache_dir), "NO_ALBUMENTATIONS_UPDATE": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "src" / "train.py"), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, cache_dir) -> Path:
-    run_dir = tmp_path_factory.mktemp("smoke")
-    run_train(
-        "product=tile",
-        "ablation=no_LB",
-        "experiment=smoke",
-        f"hydra.run.dir={run_dir}",
-        cache_dir=cache_dir,
-    )
-    return run_dir
+def run_train(*args, cache_dir, check=True):
+    return run_script("train.py", *args, cache_dir=cache_dir, check=check)
 
 
 def test_smoke_training_writes_checkpoints_samples_and_logs(smoke_run):
@@ -60,24 +28,30 @@ def test_smoke_training_writes_checkpoints_samples_and_logs(smoke_run):
         "batch_0000004.png",
         "batch_0000008.png",
     ]
-    metrics = (smoke_run / "csv" / "metrics.csv").read_text()
+    metrics = (smoke_run / "csv" / "version_0" / "metrics.csv").read_text()
     assert "train/loss_coherence_step" in metrics and "loss_background" not in metrics
     assert (smoke_run / ".hydra" / "config.yaml").is_file()
     assert "normal_train=8" in (smoke_run / "train.log").read_text()
 
 
-def test_resume_continues_from_last_checkpoint(smoke_run, cache_dir):
+def test_resume_continues_from_last_checkpoint(smoke_run, cache_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)  # the shared run stays as it was
     run_train(
         "product=tile",
         "ablation=no_LB",
         "experiment=smoke",
-        f"hydra.run.dir={smoke_run}",
+        f"hydra.run.dir={run}",
         "ckpt_path=last",
         "model.schedule.n_epochs=2",
         cache_dir=cache_dir,
     )
-    checkpoint = load(smoke_run / "checkpoints" / "last.ckpt")
+    checkpoint = load(run / "checkpoints" / "last.ckpt")
     assert checkpoint["epoch"] == 3 and checkpoint["global_step"] == 3 * 4 * 4
+    assert not list(run.glob("checkpoints/last-v*.ckpt"))  # overwritten in the moved folder
+    # the first session's metrics are kept; the resumed session logs a new version
+    assert (run / "csv" / "version_0" / "metrics.csv").read_text().count("\n") > 8
+    assert (run / "csv" / "version_1" / "metrics.csv").is_file()
     # the schedule resumed too: after 3 epochs of (1 constant, 1 decay) the lr factor is 0
     assert checkpoint["lr_schedulers"][0]["last_epoch"] == 3
     assert checkpoint["lr_schedulers"][0]["_last_lr"] == [0.0]
@@ -111,7 +85,7 @@ def test_multirun_grid_gives_one_folder_per_job_with_its_overrides(tmp_path, cac
     assert len(jobs) == 4
     seen = set()
     for job in jobs:
-        hparams = yaml.safe_load((job / "csv" / "hparams.yaml").read_text())
+        hparams = yaml.safe_load((job / "csv" / "version_0" / "hparams.yaml").read_text())
         overrides = set(hparams["overrides"])
         lam_c = next(o for o in overrides if o.startswith("loss.lambda_c="))
         lam_b = next(o for o in overrides if o.startswith("loss.lambda_b="))

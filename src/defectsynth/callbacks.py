@@ -63,6 +63,12 @@ class LastCheckpoint(ModelCheckpoint):
     its own so that its checkpointed state never collides with the periodic ModelCheckpoint."""
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, **kwargs) -> None:
+        # no version counter: a resumed (or moved) run overwrites last.ckpt, never last-v1.ckpt
         super().__init__(
-            dirpath=dirpath, save_top_k=0, save_last=True, every_n_epochs=every_n_epochs, **kwargs
+            dirpath=dirpath,
+            save_top_k=0,
+            save_last=True,
+            every_n_epochs=every_n_epochs,
+            enable_version_counter=False,
+            **kwargs,
         )

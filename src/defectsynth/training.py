@@ -53,6 +53,14 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     ]
 
 
+def instantiate_loggers(cfg: DictConfig) -> list[Any]:
+    """The configured loggers; W&B goes offline first when no API key is configured."""
+    group = cfg.get("logger")
+    if group and any("Wandb" in str(v.get("_target_", "")) for v in group.values()):
+        default_wandb_mode()
+    return instantiate_group(group)
+
+
 def sweep_overrides() -> list[str]:
     """The command-line overrides of this job (what distinguishes it within a multirun)."""
     if not HydraConfig.initialized():
@@ -72,11 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     model = instantiate(cfg.model)
 
-    if cfg.get("logger") and any(
-        "Wandb" in str(v.get("_target_", "")) for v in cfg.logger.values()
-    ):
-        default_wandb_mode()
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]

@@ -114,6 +114,8 @@ class DefectDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        # stored in checkpoints, so generate/evaluate know what the model was trained on
+        self.save_hyperparameters()
         if image_size % 4:
             raise ConfigError(
                 f"data.image_size={image_size} must be a multiple of 4 (the generator "

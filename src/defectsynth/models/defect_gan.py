@@ -221,6 +221,8 @@ class DefectGAN(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint extras
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        cls = type(self)
+        checkpoint["defectsynth"] = {"model_class": f"{cls.__module__}.{cls.__qualname__}"}
         checkpoint["image_pools"] = {"X": self.pool_X.state_dict(), "Y": self.pool_Y.state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

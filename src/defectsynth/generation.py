@@ -1,0 +1,142 @@
+"""The job behind ``src/generate.py``: checkpoint + data options → a synthetic defect dataset."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from defectsynth import config as _config  # noqa: F401  (registers resolvers)
+from defectsynth.data.cache import ImageCache
+from defectsynth.data.datamodule import DefectDataModule
+from defectsynth.data.mvtec import list_images
+from defectsynth.data.transforms import EvalTransform
+from defectsynth.errors import ConfigError, DataError
+from defectsynth.synthesis import (
+    SynthesisLayout,
+    load_model,
+    resolve_device,
+    synthesize,
+    write_info,
+)
+from defectsynth.training import instantiate_loggers
+
+log = logging.getLogger(__name__)
+SOURCE_SPLITS = ("normal_test", "normal_train")
+
+
+def datamodule_from(
+    checkpoint: Mapping[str, Any], overrides: Mapping[str, Any], cache_dir: str | None
+) -> DefectDataModule:
+    """The data the checkpoint was trained on, with every non-null override applied;
+    ``data.root=procedural`` forces the built-in data."""
+    options = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    if options.get("root") == "procedural":
+        options["root"] = None
+    if not options.get("category") or not options.get("defect"):
+        raise ConfigError(
+            "the checkpoint does not record its data: set product=... or data.category=... "
+            "data.defect=... (and data.root=...)"
+        )
+    options.update(cache_dir=cache_dir, num_workers=0)
+    accepted = inspect.signature(DefectDataModule).parameters
+    return DefectDataModule(**{k: v for k, v in options.items() if k in accepted})
+
+
+def folder_sources(folder: Path, image_size: int, cache: ImageCache) -> tuple[torch.Tensor, list]:
+    paths = list_images(Path(folder))
+    if not paths:
+        raise DataError(f"input={str(folder)!r} holds no images (png, jpg, bmp, tif).")
+    transform = EvalTransform(image_size)
+    images = [transform(cache.image(p, image_size))["image"] for p in paths]
+    return torch.stack(images), [str(p) for p in paths]
+
+
+def split_sources(datamodule: DefectDataModule, split: str) -> tuple[torch.Tensor, list]:
+    if split not in SOURCE_SPLITS:
+        raise ConfigError(f"source={split!r}; expected one of {list(SOURCE_SPLITS)}")
+    datamodule.setup()
+    dataset = datamodule.eval_dataset(split)
+    if len(dataset) == 0:
+        raise DataError(f"the {split} split of {datamodule.category} has no images; use input=DIR")
+    paths = getattr(datamodule.split, split)
+    return torch.stack([dataset[i]["image"] for i in range(len(dataset))]), [str(p) for p in paths]
+
+
+def log_grid_to_wandb(loggers: list, layout: SynthesisLayout, key: str = "synthesis/grid") -> None:
+    if not layout.grid.is_file():
+        return
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(
+                key, images=[str(layout.grid)], caption=["source | synthetic | mask | overlay"]
+            )
+
+
+def run_synthesis(cfg: DictConfig, out: Path, loggers: list | None = None) -> dict[str, Any]:
+    """Load ``cfg.ckpt``, translate the chosen sources, write everything under ``out``."""
+    device = resolve_device(cfg.device)
+    model, checkpoint = load_model(cfg.ckpt, device)
+    data_overrides = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = datamodule_from(checkpoint, data_overrides, cfg.paths.cache_dir)
+    if cfg.get("input"):
+        sources, names = folder_sources(Path(cfg.input), datamodule.image_size, datamodule.cache)
+    else:
+        sources, names = split_sources(datamodule, cfg.source)
+
+    layout = SynthesisLayout(Path(out), datamodule.category, datamodule.defect)
+    start = time.perf_counter()
+    rows = synthesize(
+        model,
+        sources,
+        names,
+        layout,
+        n_per_image=cfg.n_per_image,
+        threshold=cfg.threshold,
+        batch_size=cfg.batch_size,
+        device=device,
+        precision=str(cfg.precision),
+        skip_existing=cfg.skip_existing,
+        grid_rows=cfg.grid_rows,
+    )
+    seconds = time.perf_counter() - start
+    info = {
+        "ckpt": str(Path(cfg.ckpt).resolve()),
+        "model_class": checkpoint.get("defectsynth", {}).get("model_class"),
+        "epoch": checkpoint.get("epoch"),
+        "ablation": ((checkpoint.get("hyper_parameters") or {}).get("ablation") or {}).get("name"),
+        "category": datamodule.category,
+        "defect": datamodule.defect,
+        "data": {k: v for k, v in datamodule.hparams.items() if k != "cache_dir"},
+        "source": str(cfg.input) if cfg.get("input") else cfg.source,
+        "n_sources": len(names),
+        "n_per_image": cfg.n_per_image,
+        "n_images": len(rows),
+        "threshold": cfg.threshold,
+        "image_size": int(sources.shape[-1]),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(rows) / seconds, 3) if seconds > 0 else None,
+    }
+    write_info(layout, info)
+    log_grid_to_wandb(loggers or [], layout)
+    log.info(
+        "wrote %d synthetic images with masks to %s (%.2f images/s)",
+        len(rows),
+        layout.image_dir,
+        info["images_per_second"] or 0,
+    )
+    return info
+
+
+def generate(cfg: DictConfig) -> dict[str, float]:
+    out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir)
+    info = run_synthesis(cfg, out, instantiate_loggers(cfg))
+    return {"n_images": float(info["n_images"]), "images_per_second": info["images_per_second"]}

@@ -1,0 +1,327 @@
+"""Checkpoint → synthetic defective images with masks, written in the MVTec AD layout.
+
+    <out>/<category>/test/<defect>_synthetic/NNN.png           synthetic defective images
+    <out>/<category>/ground_truth/<defect>_synthetic/NNN_mask.png  binary masks (0/255)
+    <out>/<category>/soft_mask/<defect>_synthetic/NNN_soft.png     sigmoid masks (8-bit)
+    <out>/manifest.csv     one row per image: source, variant, seed, files, mask area
+    <out>/synthesis.json   checkpoint, model, data options, threshold (read by evaluate.py)
+    <out>/grid.png         source | synthetic | soft mask | overlay for the first rows
+
+Every PNG is written to a temporary name and renamed; the image is written last, so an
+interrupted run leaves no partial file and ``skip_existing`` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from rich.progress import Progress
+
+from defectsynth.checkpoint import CheckpointError, load_checkpoint
+from defectsynth.errors import ConfigError, DataError
+from defectsynth.utils.io import save_png, write_text
+from defectsynth.utils.visualize import sample_panel, to_uint8
+
+log = logging.getLogger(__name__)
+
+MODEL_PACKAGE = "defectsynth.models."
+DEFAULT_MODEL = "defectsynth.models.defect_gan.DefectGAN"
+# the flips the generator saw during training: each gives a different, in-distribution output
+FLIP_VARIANTS = ("identity", "hflip", "vflip", "hvflip")
+MANIFEST_FIELDS = ("index", "source", "variant", "seed", "image", "mask", "soft_mask", "mask_area")
+
+
+class Synthesizer(Protocol):
+    """What a model needs for image-to-image synthesis: normal images in, (image, mask) out."""
+
+    def synthesize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+# --------------------------------------------------------------------------- checkpoints
+def import_model_class(path: str) -> type[L.LightningModule]:
+    """Resolve a model class named in a checkpoint; only classes of this package are allowed,
+    so a crafted checkpoint cannot make us import arbitrary code."""
+    module_name, _, class_name = path.rpartition(".")
+    if not path.startswith(MODEL_PACKAGE) or not module_name:
+        raise CheckpointError(f"checkpoint names an unknown model class {path!r}")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise CheckpointError(
+            f"checkpoint names a model class {path!r} that does not exist"
+        ) from err
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+        raise CheckpointError(f"{path!r} is not a LightningModule")
+    return cls
+
+
+def load_model(ckpt: Path | str, device: str | torch.device = "cpu") -> tuple[Any, dict]:
+    """Rebuild the LightningModule from the hyper-parameters inside a checkpoint."""
+    checkpoint = load_checkpoint(ckpt)
+    class_path = checkpoint.get("defectsynth", {}).get("model_class", DEFAULT_MODEL)
+    cls = import_model_class(class_path)
+    try:
+        model = cls(**checkpoint.get("hyper_parameters", {}))
+        model.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {ckpt} does not fit {class_path}: {err}") from err
+    return model.eval().to(device), checkpoint
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    if str(precision) in ("32", "32-true", "fp32"):
+        return nullcontext()
+    if str(precision) in ("bf16", "bf16-mixed"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ConfigError(f"precision={precision!r}; expected 32 or bf16")
+
+
+# --------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class SynthesisLayout:
+    out: Path
+    category: str
+    defect: str
+
+    @property
+    def folder(self) -> str:
+        return f"{self.defect}_synthetic"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.out / self.category / "test" / self.folder
+
+    @property
+    def mask_dir(self) -> Path:
+        return self.out / self.category / "ground_truth" / self.folder
+
+    @property
+    def soft_dir(self) -> Path:
+        return self.out / self.category / "soft_mask" / self.folder
+
+    def files(self, index: int) -> tuple[Path, Path, Path]:
+        stem = f"{index:03d}"
+        return (
+            self.image_dir / f"{stem}.png",
+            self.mask_dir / f"{stem}_mask.png",
+            self.soft_dir / f"{stem}_soft.png",
+        )
+
+    @property
+    def manifest(self) -> Path:
+        return self.out / "manifest.csv"
+
+    @property
+    def info(self) -> Path:
+        return self.out / "synthesis.json"
+
+    @property
+    def grid(self) -> Path:
+        return self.out / "grid.png"
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    source: int
+    variant: str
+
+
+def flip(x: torch.Tensor, variant: str) -> torch.Tensor:
+    """Apply a flip variant to (B, C, H, W); every variant is its own inverse."""
+    dims = {"identity": (), "hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}[variant]
+    return x.flip(dims) if dims else x
+
+
+def plan_jobs(n_sources: int, n_per_image: int) -> list[Job]:
+    if not 1 <= n_per_image <= len(FLIP_VARIANTS):
+        raise ConfigError(
+            f"n_per_image={n_per_image}: this model is deterministic, so variety comes from the "
+            f"{len(FLIP_VARIANTS)} flips it was trained with; choose 1..{len(FLIP_VARIANTS)}."
+        )
+    return [
+        Job(s * n_per_image + v, s, FLIP_VARIANTS[v])
+        for s in range(n_sources)
+        for v in range(n_per_image)
+    ]
+
+
+def _batches(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _mask_area(path: Path) -> float:
+    return float((_read(path) > 0).mean())
+
+
+def synthesize(
+    model: Synthesizer,
+    sources: torch.Tensor,
+    source_names: Sequence[str],
+    layout: SynthesisLayout,
+    n_per_image: int = 1,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    precision: str = "32",
+    skip_existing: bool = False,
+    grid_rows: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Translate ``sources`` (N, 3, H, W) in [-1, 1]; write images, masks and the manifest."""
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"threshold={threshold} must be in (0, 1)")
+    if len(sources) != len(source_names):
+        raise ValueError("one name per source image is needed")
+    if len(sources) == 0:
+        raise DataError("there are no source images to translate")
+    device = torch.device(device)
+    jobs = plan_jobs(len(sources), n_per_image)
+    rows: dict[int, dict[str, Any]] = {}
+
+    def row(job: Job, mask_area: float | None) -> dict[str, Any]:
+        image, mask, soft = layout.files(job.index)
+        has_mask = mask_area is not None
+        return {
+            "index": job.index,
+            "source": source_names[job.source],
+            "variant": job.variant,
+            "seed": "",
+            "image": str(image.relative_to(layout.out)),
+            "mask": str(mask.relative_to(layout.out)) if has_mask else "",
+            "soft_mask": str(soft.relative_to(layout.out)) if has_mask else "",
+            "mask_area": f"{mask_area:.6f}" if has_mask else "",
+        }
+
+    todo = []
+    for job in jobs:
+        image_path, mask_path, _ = layout.files(job.index)
+        if skip_existing and image_path.is_file():
+            rows[job.index] = row(job, _mask_area(mask_path) if mask_path.is_file() else None)
+        else:
+            todo.append(job)
+    if len(todo) < len(jobs):
+        log.info("skip_existing: %d of %d images already written", len(jobs) - len(todo), len(jobs))
+
+    with Progress(transient=True) as progress, torch.inference_mode():
+        task = progress.add_task("synthesising", total=len(todo))
+        for chunk in _batches(todo, batch_size):
+            x = torch.stack([flip(sources[j.source : j.source + 1], j.variant)[0] for j in chunk])
+            with autocast(device, precision):
+                image, mask = model.synthesize(x.to(device))
+            for i, job in enumerate(chunk):
+                out_image = flip(image[i : i + 1].float(), job.variant)
+                out_mask = None if mask is None else flip(mask[i : i + 1].float(), job.variant)
+                rows[job.index] = row(
+                    job, _write(layout, job.index, out_image, out_mask, threshold)
+                )
+            progress.advance(task, len(chunk))
+            if on_batch is not None:
+                on_batch(len(chunk))
+
+    ordered = [rows[j.index] for j in jobs]
+    write_manifest(ordered, layout.manifest)
+    write_grid(layout, jobs[:grid_rows], sources, threshold)
+    return ordered
+
+
+def write_grid(
+    layout: SynthesisLayout, jobs: Sequence[Job], sources: torch.Tensor, threshold: float
+) -> None:
+    """source | synthetic | soft mask | overlay for ``jobs``, read back from the written PNGs
+    (so a resumed run shows the same grid as an uninterrupted one)."""
+    soft_files = [layout.files(j.index)[2] for j in jobs]
+    if not jobs or not all(f.is_file() for f in soft_files):
+        return
+    image = (
+        torch.stack(
+            [torch.from_numpy(_read(layout.files(j.index)[0])).permute(2, 0, 1) for j in jobs]
+        )
+        .float()
+        .div(127.5)
+        .sub(1)
+    )
+    mask = torch.stack([torch.from_numpy(_read(f)) for f in soft_files]).float().div(255)
+    source = sources[[j.source for j in jobs]]
+    save_png(sample_panel(source, image, mask.unsqueeze(1), threshold), layout.grid)
+
+
+def _read(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.array(image)
+
+
+def _write(
+    layout: SynthesisLayout,
+    index: int,
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    threshold: float,
+) -> float | None:
+    image_path, mask_path, soft_path = layout.files(index)
+    area = None
+    if mask is not None:
+        soft = mask[0, 0].clamp(0, 1).cpu()
+        binary = soft >= threshold
+        save_png((soft * 255).round().to(torch.uint8).numpy(), soft_path)
+        save_png((binary.to(torch.uint8) * 255).numpy(), mask_path)
+        area = float(binary.float().mean())
+    save_png(to_uint8(image)[0], image_path)  # last: its presence marks the item as done
+    return area
+
+
+# --------------------------------------------------------------------------- manifest
+def write_manifest(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(buffer.getvalue(), path)
+
+
+def read_manifest(folder: Path) -> list[dict[str, str]]:
+    path = Path(folder) / "manifest.csv"
+    if not path.is_file():
+        raise DataError(
+            f"samples={str(folder)!r} holds no manifest.csv; expected a folder written by "
+            "src/generate.py."
+        )
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = [r["image"] for r in rows if not (Path(folder) / r["image"]).is_file()]
+    if missing:
+        raise DataError(f"{path} lists {len(missing)} image(s) that are missing, e.g. {missing[0]}")
+    return rows
+
+
+def write_info(layout: SynthesisLayout, info: dict[str, Any]) -> None:
+    write_text(json.dumps(info, indent=2, default=str) + "\n", layout.info)
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "synthesis.json"
+    if not path.is_file():
+        raise DataError(f"{folder} holds no synthesis.json; expected a folder from src/generate.py")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,25 @@
+"""Measure synthetic defects (FID, KID, LPIPS, Dist. to train, IC-LPIPS, mask coherence).
+
+python src/evaluate.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt
+python src/evaluate.py samples=<folder written by generate.py>
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+import hydra
+from omegaconf import DictConfig
+
+from defectsynth.cli import run_task
+from defectsynth.evaluation import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    return run_task(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

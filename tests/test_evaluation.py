@@ -1,0 +1,187 @@
+"""generate.py / evaluate.py / tables.py on a smoke checkpoint, and the metrics.json schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from PIL import Image
+
+from defectsynth.evaluation import Networks, evaluate
+from tests.helpers import REPO, run_script
+
+METRIC_KEYS = {"fid64", "fid2048", "kid", "lpips", "dist_to_train", "ic_lpips", "mask_coherence"}
+
+
+class TinyFeatures(torch.nn.Module):
+    """A fixed random conv + global pool: an injectable stand-in for Inception."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        torch.manual_seed(dims)
+        self.conv = torch.nn.Conv2d(3, dims, 5, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+def l1_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).abs().mean(dim=(1, 2, 3))
+
+
+def tiny_networks() -> Networks:
+    return Networks(TinyFeatures(64), TinyFeatures(96), l1_distance)
+
+
+def evaluate_cfg(tmp_path: Path, cache_dir: Path, *overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["logger=none", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.cache_dir = str(cache_dir)
+    return cfg
+
+
+def test_generate_writes_a_dataset_in_mvtec_layout(smoke_run, cache_dir, tmp_path):
+    out = tmp_path / "synthetic"
+    run_script(
+        "generate.py",
+        f"ckpt={smoke_run}/checkpoints/last.ckpt",
+        f"out={out}",
+        "n_per_image=2",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cache_dir=cache_dir,
+    )
+    images = sorted((out / "tile" / "test" / "crack_synthetic").glob("*.png"))
+    masks = sorted((out / "tile" / "ground_truth" / "crack_synthetic").glob("*_mask.png"))
+    assert len(images) == len(masks) == 3 * 2  # 3 normal test images × 2 variants
+    assert Image.open(images[0]).size == (32, 32)  # the model's training resolution
+    assert set(np.unique(np.asarray(Image.open(masks[0])))) <= {0, 255}
+    info = json.loads((out / "synthesis.json").read_text())
+    assert info["category"] == "tile" and info["n_images"] == 6
+    assert info["data"]["image_size"] == 32 and info["ablation"] == "no_LB"
+    assert (out / "manifest.csv").read_text().count("\n") == 7
+    assert (out / "grid.png").is_file()
+
+
+def test_evaluate_from_checkpoint_with_injected_networks(smoke_run, cache_dir, tmp_path):
+    cfg = evaluate_cfg(tmp_path, cache_dir, f"ckpt={smoke_run}/checkpoints/last.ckpt")
+    numbers = evaluate(cfg, tiny_networks())
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(report["metrics"]) == METRIC_KEYS
+    metrics = report["metrics"]
+    assert all(metrics[k] is not None for k in METRIC_KEYS), report["skipped"]
+    assert set(metrics["kid"]) == {"mean", "std"}
+    assert set(metrics["ic_lpips"]) >= {"value", "clusters_used"}
+    assert {"iou", "mask_area"} <= set(metrics["mask_coherence"])
+    meta = report["meta"]
+    assert meta["n_fake"] == 3 and meta["n_real_train"] == 4 and meta["n_real_test"] == 1
+    assert meta["fid2048_real_set"] == "defect_train"  # one held-out image is too few
+    assert meta["lpips_input"] == "[-1,1]"
+    assert numbers["fid64"] == pytest.approx(metrics["fid64"])
+    csv_header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert "fid64" in csv_header and "kid_mean" in csv_header and "mask_iou" in csv_header
+    assert "| tile (crack) | DefectGAN (no_LB) |" in (tmp_path / "metrics.md").read_text()
+
+
+def test_evaluating_the_real_defects_themselves_gives_zero_fid(smoke_run, cache_dir, tmp_path):
+    """samples= whose generated images are the real training defects: FID 0, dist 0."""
+    cfg = evaluate_cfg(tmp_path / "gen", cache_dir, f"ckpt={smoke_run}/checkpoints/last.ckpt")
+    evaluate(cfg, tiny_networks())
+    samples = tmp_path / "gen" / "samples"
+    from defectsynth.generation import datamodule_from
+
+    info = json.loads((samples / "synthesis.json").read_text())
+    dm = datamodule_from({"datamodule_hyper_parameters": info["data"]}, {}, str(cache_dir))
+    real = dm.eval_dataset("defect_train")
+    rows = ["index,source,variant,seed,image,mask,soft_mask,mask_area"]
+    for i in range(len(real)):
+        image = ((real[i]["image"].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+        Image.fromarray(image).save(samples / f"real{i}.png")
+        rows.append(f"{i},,identity,,real{i}.png,,,")
+    (samples / "manifest.csv").write_text("\n".join(rows) + "\n")
+    cfg = evaluate_cfg(tmp_path / "eval", cache_dir, f"samples={samples}")
+    evaluate(cfg, tiny_networks())
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    assert metrics["fid64"] == pytest.approx(0.0, abs=1e-3)
+    assert metrics["dist_to_train"] == pytest.approx(0.0, abs=1e-2)
+    assert metrics["mask_coherence"] is None  # these "samples" carry no masks
+
+
+def test_evaluate_cli_on_samples_skips_missing_lpips_with_the_reason(
+    smoke_run, cache_dir, tmp_path
+):
+    out = tmp_path / "synthetic"
+    run_script(
+        "generate.py",
+        f"ckpt={smoke_run}/checkpoints/last.ckpt",
+        f"out={out}",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'gen'}",
+        cache_dir=cache_dir,
+    )
+    proc = run_script(
+        "evaluate.py",
+        f"samples={out}",
+        "logger=none",
+        "metrics.skip_missing=true",
+        "metrics.weights_dir=/nonexistent-weights",
+        f"hydra.run.dir={tmp_path / 'ev'}",
+        cache_dir=cache_dir,
+    )
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "| tile (crack) |" in proc.stdout
+    if report["metrics"]["lpips"] is None:  # no AlexNet weights on this machine
+        assert "alexnet-owt-7be5be79.pth" in report["skipped"]["lpips"]
+    assert report["metrics"]["mask_coherence"]["iou"] is not None
+
+
+def test_missing_weights_stop_before_any_work(smoke_run, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    proc = run_script(
+        "evaluate.py",
+        f"ckpt={smoke_run}/checkpoints/last.ckpt",
+        "logger=none",
+        "metrics.weights_dir=/nonexistent-weights",
+        f"hydra.run.dir={tmp_path}",
+        cache_dir=cache_dir,
+        check=False,
+    )
+    if proc.returncode == 0:
+        pytest.skip("LPIPS weights are available on this machine")
+    assert proc.returncode == 2 and "alexnet-owt-7be5be79.pth" in proc.stderr
+    assert "metrics.weights_dir" in proc.stderr
+    assert not (tmp_path / "samples").exists()  # failed before generating anything
+
+
+def test_evaluate_needs_a_checkpoint_or_samples(cache_dir, tmp_path):
+    proc = run_script(
+        "evaluate.py",
+        "logger=none",
+        "metrics.skip_missing=true",
+        f"hydra.run.dir={tmp_path}",
+        cache_dir=cache_dir,
+        check=False,
+    )
+    assert proc.returncode == 2 and "give ckpt=" in proc.stderr
+
+
+def test_tables_runs_train_generate_evaluate_and_writes_the_table(cache_dir, tmp_path):
+    proc = run_script(
+        "tables.py",
+        "table=demo",
+        "scale=smoke",
+        'eval_overrides=["logger=none","metrics.skip_missing=true"]',
+        f"hydra.run.dir={tmp_path}",
+        cache_dir=cache_dir,
+    )
+    table = (tmp_path / "demo.md").read_text()
+    assert "| Proposed approach | tile (crack) |" in table and table in proc.stdout
+    assert (tmp_path / "demo.csv").read_text().startswith("Method,Product (Defect),fid64")
+    assert (tmp_path / "defect_gan-full-tile" / "evaluate" / "metrics.json").is_file()
