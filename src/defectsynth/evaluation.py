@@ -69,6 +69,8 @@ class Networks:
     inception64: FeatureExtractor | None = None
     inception2048: FeatureExtractor | None = None
     lpips: Distance | None = None
+    # network name → why it could not be loaded (with skip_missing), so it is tried only once
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 def _read_png(path: Path, grayscale: bool = False) -> np.ndarray:
@@ -144,13 +146,16 @@ class MetricSuite:
         for name, metric_names in METRICS_OF_NETWORK.items():
             if getattr(self.networks, name) is not None:
                 continue
-            try:
-                setattr(self.networks, name, self._load(name))
-            except M.MissingWeightsError as err:
-                if not self.options.skip_missing:
-                    raise
-                log.warning("skipping %s: %s", ", ".join(metric_names), err)
-                self.skipped.update(dict.fromkeys(metric_names, str(err)))
+            if name not in self.networks.unavailable:
+                try:
+                    setattr(self.networks, name, self._load(name))
+                    continue
+                except M.MissingWeightsError as err:
+                    if not self.options.skip_missing:
+                        raise
+                    log.warning("skipping %s: %s", ", ".join(metric_names), err)
+                    self.networks.unavailable[name] = str(err)
+            self.skipped.update(dict.fromkeys(metric_names, self.networks.unavailable[name]))
         return self
 
     def features(self, name: str, images: torch.Tensor) -> torch.Tensor:
