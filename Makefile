@@ -8,7 +8,7 @@ TABLE_ARGS ?= 'eval_overrides=["metrics.skip_missing=true"]'
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test lint table2 table3 clean
+.PHONY: install demo test lint bench table2 table3 clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ table2: install
 
 table3: install
 	$(BIN)/python src/tables.py table=table3 scale=demo $(TABLE_ARGS)
+
+# speed and memory, side by side with a reference-style mode (< 10 min on 2 CPU cores)
+bench: install
+	$(BIN)/python bench/bench.py
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

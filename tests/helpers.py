@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from PIL import Image
@@ -18,7 +21,12 @@ def run_script(
     script: str, *args: str, cache_dir: Path, check: bool = True
 ) -> subprocess.CompletedProcess:
     """Run ``src/<script>`` as a user would, with the test session's data cache."""
-    env = {**os.environ, "DEFECTSYNTH_CACHE": str(cache_dir), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env = {
+        **os.environ,
+        "DEFECTSYNTH_CACHE": str(cache_dir),
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "PYTHONPATH": str(REPO),  # lets a run load test callbacks (tests.helpers)
+    }
     proc = subprocess.run(
         [sys.executable, str(REPO / "src" / script), *args],
         cwd=REPO,
@@ -72,3 +80,30 @@ def make_mvtec(
         write_png(base / "test" / defect / f"{i:03d}.png", image)
         write_png(base / "ground_truth" / defect / f"{i:03d}_mask.png", mask)
     return root
+
+
+class WeightsDigest(L.Callback):
+    """A Lightning callback for tests: each rank writes a digest of its weights at the end."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        digest = hashlib.sha256()
+        for key, value in sorted(pl_module.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().numpy().tobytes())
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / f"rank{trainer.global_rank}.txt").write_text(digest.hexdigest())
+
+
+class KillAt(L.Callback):
+    """A Lightning callback for tests: SIGKILL this process after training batch ``batch``
+    (counted over the whole run), before that batch's checkpoint is written."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)

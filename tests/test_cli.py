@@ -16,7 +16,8 @@ def run_train(*args, cache_dir, check=True):
 
 def test_smoke_training_writes_checkpoints_samples_and_logs(smoke_run):
     checkpoint = load(smoke_run / "checkpoints" / "last.ckpt")
-    assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 2 * 4 * 4  # epochs done
+    # written at the end of the last epoch; Lightning stores its 0-based index
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 4 * 4
     state = checkpoint["state_dict"]
     assert any(k.startswith("D_C.") for k in state)  # no_LB keeps L_C and D_C
     assert checkpoint["hyper_parameters"]["ablation"] == {
@@ -47,7 +48,7 @@ def test_resume_continues_from_last_checkpoint(smoke_run, cache_dir, tmp_path):
         cache_dir=cache_dir,
     )
     checkpoint = load(run / "checkpoints" / "last.ckpt")
-    assert checkpoint["epoch"] == 3 and checkpoint["global_step"] == 3 * 4 * 4
+    assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 3 * 4 * 4
     assert not list(run.glob("checkpoints/last-v*.ckpt"))  # overwritten in the moved folder
     # the first session's metrics are kept; the resumed session logs a new version
     assert (run / "csv" / "version_0" / "metrics.csv").read_text().count("\n") > 8
@@ -141,3 +142,47 @@ def test_unknown_category_in_real_data_lists_available(tmp_path, cache_dir, mvte
     assert "Available categories: ['bottle', 'carpet', 'grid', 'tile', 'transistor', 'wood']" in (
         proc.stderr
     )
+
+
+def test_ddp_on_two_cpu_processes_keeps_ranks_identical(tmp_path, cache_dir):
+    """trainer=ddp on the gloo backend: two processes, one output folder, equal weights."""
+    digests = tmp_path / "digests"
+    run_train(
+        "experiment=smoke",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "+callbacks.digest._target_=tests.helpers.WeightsDigest",
+        f"+callbacks.digest.dirpath={digests}",
+        cache_dir=cache_dir,
+    )
+    rank0, rank1 = (digests / "rank0.txt").read_text(), (digests / "rank1.txt").read_text()
+    assert rank0 == rank1
+    checkpoint = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 2 * 4  # 8 items / 2 ranks / batch 2 = 2 batches
+    # one output folder: the second rank logged into the first rank's run folder
+    assert (tmp_path / "run" / "train_ddp_process_1.log").is_file()
+
+
+def test_optuna_sweep_trains_evaluates_and_reports_the_best_lambdas(tmp_path, cache_dir):
+    run_train(
+        "-m", "hparams_search=lambda_optuna", "experiment=smoke", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1", f"hydra.sweep.dir={tmp_path}", cache_dir=cache_dir,
+    )
+    results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert set(results["best_params"]) == {
+        "loss.lambda_c", "loss.lambda_b", "loss.lambda_cycle", "loss.lambda_id"
+    }
+    assert results["best_value"] > 0  # a real FID of a barely trained model
+    trials = [p for p in tmp_path.iterdir() if (p / "evaluate" / "metrics.json").is_file()]
+    assert len(trials) == 2
+
+
+def test_logger_none_trains_without_any_logger(tmp_path, cache_dir):
+    run_train("experiment=smoke", "logger=none", "trainer.max_epochs=1",
+              f"hydra.run.dir={tmp_path}", cache_dir=cache_dir)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "csv").exists() and not (tmp_path / "wandb").exists()

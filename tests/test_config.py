@@ -127,7 +127,8 @@ def test_trainer_presets(trainer, accelerator):
     cfg = make_cfg(f"trainer={trainer}")
     assert cfg.trainer.accelerator == accelerator
     if trainer == "ddp":
-        assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == -1
+        assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"
+        assert cfg.trainer.devices == -1 and cfg.trainer.use_distributed_sampler is False
 
 
 def test_wandb_logger_is_offline_without_a_key(monkeypatch, tmp_path):
@@ -140,3 +141,31 @@ def test_wandb_logger_is_offline_without_a_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert default_wandb_mode() == "online"
+
+
+def hydra_cfg(*overrides: str) -> DictConfig:
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_joblib_launcher_for_parallel_local_sweeps():
+    cfg = hydra_cfg("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.hydra.launcher.n_jobs == 2
+
+
+def test_slurm_launcher_composes_for_clusters():
+    cfg = hydra_cfg("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer.num_nodes=2")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
+    assert OmegaConf.select(cfg, "hydra.launcher.nodes") == 2  # follows trainer.num_nodes
+
+
+def test_optuna_search_over_lambdas_returns_the_papers_fid():
+    cfg = hydra_cfg("hparams_search=lambda_optuna")
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.optimized_metric == "eval/fid64" and cfg.evaluate_after_training is True
+    assert set(cfg.hydra.sweeper.params) == {
+        "loss.lambda_c", "loss.lambda_b", "loss.lambda_cycle", "loss.lambda_id"
+    }

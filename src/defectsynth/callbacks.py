@@ -59,10 +59,14 @@ class SampleGrid(L.Callback):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """Only ``last.ckpt``, refreshed every ``every_n_epochs`` (default 1) for resuming; a class of
-    its own so that its checkpointed state never collides with the periodic ModelCheckpoint."""
+    """Only ``last.ckpt``, for resuming: refreshed every ``every_n_epochs`` epochs and, if set,
+    every ``every_n_batches`` training batches (counted in batches, not in Lightning's
+    optimizer steps, of which there are 3–4 per batch here). A class of its own so its
+    checkpointed state never collides with the periodic ModelCheckpoint."""
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 1, **kwargs) -> None:
+    def __init__(
+        self, dirpath: str, every_n_epochs: int = 1, every_n_batches: int = 0, **kwargs
+    ) -> None:
         # no version counter: a resumed (or moved) run overwrites last.ckpt, never last-v1.ckpt
         super().__init__(
             dirpath=dirpath,
@@ -72,3 +76,25 @@ class LastCheckpoint(ModelCheckpoint):
             enable_version_counter=False,
             **kwargs,
         )
+        self.every_n_batches = every_n_batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        if not self.every_n_batches or done % self.every_n_batches:
+            return
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return  # the epoch-end save follows and records the epoch as complete
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # ModelCheckpoint writes last.ckpt only next to a top-k save; there are none here
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        if (trainer.current_epoch + 1) % max(self._every_n_epochs, 1) == 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # stopped by max_steps or between periods: the final weights still reach last.ckpt
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -6,6 +6,8 @@ import logging
 import sys
 from collections.abc import Callable
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from defectsynth.errors import DefectSynthError
@@ -25,6 +27,10 @@ def user_error(exc: BaseException) -> DefectSynthError | None:
     return None
 
 
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
     """Run ``task``; return ``cfg.optimized_metric`` from its metrics for Hydra sweepers."""
     try:
@@ -35,6 +41,8 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
             raise
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
+        if in_multirun():
+            raise err from None  # Hydra records the failed job and runs the others
         raise SystemExit(2) from None
     name = cfg.get("optimized_metric")
     if not name:

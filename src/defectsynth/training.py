@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectsynth import config as _config  # noqa: F401  (registers resolvers)
 from defectsynth.checkpoint import SafeCheckpointIO
@@ -82,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     loggers = instantiate_loggers(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # logger=none: nothing to send learning rates to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
     )
@@ -95,5 +99,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hparams)
     log.info("output folder: %s", output_dir)
 
+    # the DataModule's own state makes mid-epoch resume exact; Lightning cannot see that
+    warnings.filterwarnings("ignore", message=".*ended before the epoch ended.*")
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.get("evaluate_after_training") and trainer.is_global_zero:
+        metrics.update(evaluate_run(output_dir))
+    return metrics
+
+
+def evaluate_run(output_dir: Path) -> dict[str, float]:
+    """Generate from ``<run>/checkpoints/last.ckpt`` and evaluate into ``<run>/evaluate``; a
+    missing metric weight file makes that metric absent rather than failing the run."""
+    from hydra import compose
+
+    from defectsynth.evaluation import evaluate
+
+    cfg = compose("evaluate", overrides=["logger=none", "metrics.skip_missing=true"])
+    with open_dict(cfg):  # paths may hold characters the override grammar would parse
+        cfg.ckpt = str(output_dir / "checkpoints" / "last.ckpt")
+        cfg.paths.output_dir = str(output_dir / "evaluate")
+    return {f"eval/{k}": v for k, v in evaluate(cfg).items()}

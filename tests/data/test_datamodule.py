@@ -30,8 +30,9 @@ def test_sampler_is_reproducible_per_epoch_and_covers_the_normal_side():
     sampler.set_epoch(0)
     first = list(sampler)
     assert first == list(sampler) and len(first) == 6
-    assert sorted(n for n, _, _ in first) == list(range(6))
-    assert all(0 <= d < 4 for _, d, _ in first)
+    assert sorted(n for n, _, _, _ in first) == list(range(6))
+    assert all(0 <= d < 4 for _, d, _, _ in first)
+    assert [position for *_, position in first] == list(range(6))
     sampler.set_epoch(1)
     assert list(sampler) != first
 
@@ -39,7 +40,7 @@ def test_sampler_is_reproducible_per_epoch_and_covers_the_normal_side():
 def test_epoch_length_is_the_larger_domain():
     sampler = UnpairedSampler(n_normal=3, n_defect=7)
     keys = list(sampler)
-    assert len(keys) == 7 and {n for n, _, _ in keys} == {0, 1, 2}
+    assert len(keys) == 7 and {n for n, _, _, _ in keys} == {0, 1, 2}
 
 
 def test_procedural_batches_follow_the_contract(cache_dir):
@@ -103,3 +104,49 @@ def test_real_samples_including_grayscale(mvtec_mini, tmp_path):
         assert batch["normal"].shape == (2, 3, 64, 64) and batch["mask"].sum() >= 0
         assert dm.load_size == 71
         assert dm.counts()["defect_train"] == 3
+
+
+def test_ddp_ranks_get_disjoint_equal_shards_of_one_epoch_plan():
+    full = [key[:3] for key in UnpairedSampler(n_normal=7, n_defect=3, seed=5)]
+    shards = [
+        [key[:3] for key in UnpairedSampler(7, 3, seed=5, rank=r, world_size=3)] for r in range(3)
+    ]
+    assert [len(s) for s in shards] == [3, 3, 3]  # 7 items padded to 9
+    interleaved = [shards[r][i] for i in range(3) for r in range(3)]
+    assert interleaved[:7] == full and interleaved[7:] == full[:2]
+    with pytest.raises(ValueError, match="rank 3"):
+        UnpairedSampler(7, 3, rank=3, world_size=3)
+
+
+def test_sampler_resumes_mid_epoch_once():
+    sampler = UnpairedSampler(n_normal=6, n_defect=2, seed=1)
+    sampler.set_epoch(3)
+    full = list(sampler)
+    sampler.resume_from(epoch=3, position=4)
+    assert list(sampler) == full[4:]
+    assert list(sampler) == full  # one-shot: the next pass is complete again
+    sampler.resume_from(epoch=2, position=4)  # a finished epoch: nothing to skip
+    assert list(sampler) == full
+
+
+def test_datamodule_state_records_the_next_unseen_position(cache_dir):
+    dm = procedural_dm(cache_dir)
+
+    class FakeTrainer:
+        training, current_epoch, global_rank, world_size = True, 5, 0, 1
+
+    dm.trainer = FakeTrainer()
+    loader = dm.train_dataloader()
+    dm.sampler.set_epoch(5)
+    batches = iter(loader)
+    for _ in range(2):
+        dm.on_before_batch_transfer(next(batches), 0)
+    state = dm.state_dict()
+    assert state == {"epoch": 5, "position": 4}  # two batches of 2 consumed
+    fresh = procedural_dm(cache_dir)
+    fresh.trainer = FakeTrainer()
+    fresh.load_state_dict(state)
+    fresh_loader = fresh.train_dataloader()
+    fresh.sampler.set_epoch(5)
+    remaining = [b["position"].tolist() for b in fresh_loader]
+    assert remaining == [[4, 5], [6, 7]]

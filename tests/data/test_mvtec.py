@@ -62,7 +62,7 @@ def test_image_without_mask_names_the_expected_mask(tiny_mvtec):
 
 def test_fewer_than_two_defect_images(tmp_path):
     root = make_mvtec(tmp_path, n_defect=1, size=8)
-    with pytest.raises(DataError, match=r"holds 1 image.*at least 2"):
+    with pytest.raises(DataError, match=r"holds 1 usable image.*at least 2"):
         index_category(root, "widget", "scratch")
 
 

@@ -149,6 +149,6 @@ def test_checkpoint_round_trip_keeps_hparams_and_pools(tmp_path):
     assert len(checkpoint["image_pools"]["X"]["images"]) == 2
     restored = DefectGAN.load_from_checkpoint(path, weights_only=True)
     assert restored.D_C is None and restored.terms == model.terms
-    assert len(restored.pool_Y) == 2
+    assert len(restored.pools["Y"]) == 2
     for k, v in model.state_dict().items():
         assert torch.equal(v, restored.state_dict()[k])

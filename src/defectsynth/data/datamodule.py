@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning as L
@@ -18,37 +18,73 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from defectsynth.data import procedural
-from defectsynth.data.cache import ImageCache, image_size
-from defectsynth.data.mvtec import MVTecSplit, index_category
+from defectsynth.data.cache import DecodeOnAccess, ImageCache, image_size
+from defectsynth.data.mvtec import (
+    BadFiles,
+    DefectSample,
+    MVTecSplit,
+    check_defect_count,
+    index_category,
+)
 from defectsynth.data.transforms import AugmentConfig, EvalTransform, TrainAugment
 from defectsynth.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-Key = tuple[int, int, int]  # (normal index, defect index, augmentation seed)
+Key = tuple[int, int, int, int]  # (normal index, defect index, augmentation seed, position)
 
 
 class UnpairedSampler(Sampler[Key]):
     """Yields ``(normal_index, defect_index, augment_seed)``; the normal side cycles through a
-    fresh permutation, the defective side is drawn uniformly at random (as in CycleGAN)."""
+    fresh permutation, the defective side is drawn uniformly at random (as in CycleGAN).
 
-    def __init__(self, n_normal: int, n_defect: int, seed: int = 0) -> None:
+    Under DDP every rank draws the same epoch plan from the shared seed and keeps its own
+    stride of it (padded so every rank runs the same number of batches), so the ranks see
+    disjoint items and the unpaired sampling is the single-device one.
+
+    ``position`` is the key's place in this rank's epoch; ``resume_from(epoch, position)``
+    makes the next pass over that epoch start there (exact mid-epoch resume).
+    """
+
+    def __init__(
+        self, n_normal: int, n_defect: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
         self.n_normal, self.n_defect, self.seed = n_normal, n_defect, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    @property
+    def epoch_length(self) -> int:
+        return max(self.n_normal, self.n_defect)
 
     def __len__(self) -> int:
-        return max(self.n_normal, self.n_defect)
+        return -(-self.epoch_length // self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume_from(self, epoch: int, position: int) -> None:
+        self._resume = (epoch, position)
+
     def __iter__(self) -> Iterator[Key]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        length = len(self)
+        length = self.epoch_length
         normal = rng.permutation(length) % self.n_normal
         defect = rng.integers(0, self.n_defect, size=length)
         seeds = rng.integers(0, 2**31 - 1, size=length)
-        yield from zip(normal.tolist(), defect.tolist(), seeds.tolist(), strict=True)
+        keys = list(zip(normal.tolist(), defect.tolist(), seeds.tolist(), strict=True))
+        padded = len(self) * self.world_size
+        keys += keys[: padded - length]
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start = self._resume[1]
+        self._resume = None  # one-shot: later epochs run in full
+        shard = keys[self.rank :: self.world_size]
+        for position in range(start, len(shard)):
+            yield (*shard[position], position)
 
 
 class UnpairedDataset(Dataset):
@@ -67,8 +103,10 @@ class UnpairedDataset(Dataset):
         return max(len(self.normal), len(self.defect))
 
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
-        n, d, seed = key
-        return self.augment(self.normal[n], self.defect[d], self.mask[d], seed)
+        n, d, seed, position = key
+        item = self.augment(self.normal[n], self.defect[d], self.mask[d], seed)
+        item["position"] = torch.tensor(position)
+        return item
 
 
 class EvalDataset(Dataset):
@@ -105,13 +143,15 @@ class DefectDataModule(L.LightningDataModule):
         load_scale: float = 1.12,
         batch_size: int = 1,
         num_workers: int = 2,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         train_fraction: float = 0.8,
         augment: dict | None = None,
         procedural_spec: dict | None = None,
         cache_dir: str | None = None,
         seed: int = 0,
+        cache_images: bool = True,
+        on_bad_file: str = "error",
     ) -> None:
         super().__init__()
         # stored in checkpoints, so generate/evaluate know what the model was trained on
@@ -127,14 +167,19 @@ class DefectDataModule(L.LightningDataModule):
         # floor: 1.12 · 256 → 286, the load size of CycleGAN and of the authors' code
         self.image_size, self.load_size = image_size, int(load_scale * image_size)
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        # page-locked batches only help host→GPU copies
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers, self.cache_images = persistent_workers, cache_images
         self.train_fraction, self.seed = train_fraction, seed
         self.augment_config = AugmentConfig(**(augment or {}))
         self.procedural_spec = dict(procedural_spec or {})
         self.cache = ImageCache(cache_dir)
+        self.bad_files = BadFiles(on_bad_file)
         self.cache_dir = cache_dir
         self.split: MVTecSplit | None = None
         self.train_set: UnpairedDataset | None = None
+        self.sampler: UnpairedSampler | None = None
+        self._consumed: dict[str, int] = {"epoch": 0, "position": 0}
 
     # ----------------------------------------------------------------------------- data root
     def _spec(self) -> procedural.ProceduralSpec:
@@ -168,32 +213,79 @@ class DefectDataModule(L.LightningDataModule):
             self.data_root()
 
     # ----------------------------------------------------------------------------- loading
-    def _check_mask_sizes(self, split: MVTecSplit) -> None:
-        for sample in split.defect_train + split.defect_test:
+    # ----------------------------------------------------------------------------- validation
+    def _usable_image(self, path: Path, size: int) -> bool:
+        try:
+            self.cache.image(path, size)
+            return True
+        except DataError as err:
+            self.bad_files.handle(path, err)
+            return False
+
+    def _usable_sample(self, sample: DefectSample, size: int) -> bool:
+        try:
             image_wh, mask_wh = image_size(sample.image), image_size(sample.mask)
             if image_wh != mask_wh:
                 raise DataError(
                     f"mask {sample.mask} is {mask_wh[0]}x{mask_wh[1]} but its image "
                     f"{sample.image} is {image_wh[0]}x{image_wh[1]}; expected equal sizes."
                 )
+            self.cache.image(sample.image, size)
+            self.cache.mask(sample.mask, size)
+            return True
+        except DataError as err:
+            self.bad_files.handle(sample.image, err)
+            return False
+
+    def _validated(self, split: MVTecSplit) -> MVTecSplit:
+        """Decode every file once, now, in this process: a bad file fails here with its name
+        (or is dropped with ``on_bad_file=skip``), never later inside a loader worker."""
+        train_size = self.load_size
+        split = replace(
+            split,
+            normal_train=tuple(p for p in split.normal_train if self._usable_image(p, train_size)),
+            defect_train=tuple(s for s in split.defect_train if self._usable_sample(s, train_size)),
+            defect_test=tuple(
+                s for s in split.defect_test if self._usable_sample(s, self.image_size)
+            ),
+            normal_test=tuple(
+                p for p in split.normal_test if self._usable_image(p, self.image_size)
+            ),
+        )
+        if not split.normal_train:
+            raise DataError(f"no usable defect-free training images in {split.root}")
+        check_defect_count(
+            len(split.defect_train) + len(split.defect_test),
+            split.root / split.category / "test" / split.defect,
+        )
+        return split
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        split = index_category(self.data_root(), self.category, self.defect, self.train_fraction)
-        self._check_mask_sizes(split)
-        self.split = split
+        split = index_category(
+            self.data_root(), self.category, self.defect, self.train_fraction, self.bad_files
+        )
+        self.split = split = self._validated(split)
         counts = split.counts()
         log.info(
-            "data %s/%s from %s: %s",
+            "data %s/%s from %s: %s%s",
             split.category,
             split.defect,
             split.root,
             ", ".join(f"{k}={v}" for k, v in counts.items()),
+            f" ({len(self.bad_files.skipped)} bad file(s) skipped)"
+            if self.bad_files.skipped
+            else "",
         )
-        normal = [self.cache.image(p, self.load_size) for p in split.normal_train]
-        defect = [self.cache.image(s.image, self.load_size) for s in split.defect_train]
-        mask = [self.cache.mask(s.mask, self.load_size) for s in split.defect_train]
+        if self.cache_images:
+            normal = [self.cache.image(p, self.load_size) for p in split.normal_train]
+            defect = [self.cache.image(s.image, self.load_size) for s in split.defect_train]
+            mask = [self.cache.mask(s.mask, self.load_size) for s in split.defect_train]
+        else:  # reference-implementation behaviour, for benchmarks
+            normal = DecodeOnAccess(split.normal_train, self.load_size, "image")
+            defect = DecodeOnAccess([s.image for s in split.defect_train], self.load_size, "image")
+            mask = DecodeOnAccess([s.mask for s in split.defect_train], self.load_size, "mask")
         self.train_set = UnpairedDataset(
             normal, defect, mask, TrainAugment(self.image_size, self.augment_config)
         )
@@ -217,10 +309,38 @@ class DefectDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None and self.split is not None
-        sampler = UnpairedSampler(
-            len(self.split.normal_train), len(self.split.defect_train), seed=self.seed
+        trainer = self.trainer
+        self.sampler = UnpairedSampler(
+            len(self.split.normal_train),
+            len(self.split.defect_train),
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
         )
-        return self._loader(self.train_set, sampler=sampler, drop_last=False)
+        if self._consumed["position"] > 0:
+            self.sampler.resume_from(self._consumed["epoch"], self._consumed["position"])
+        return self._loader(self.train_set, sampler=self.sampler, drop_last=False)
+
+    # ----------------------------------------------------------------------------- resume
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Record how far into the epoch training got: the batch is consumed next. (Before
+        the transfer, so reading the position never waits for the GPU.)"""
+        if self.trainer is not None and self.trainer.training and "position" in batch:
+            self._consumed = {
+                "epoch": self.trainer.current_epoch,
+                "position": int(batch["position"].max()) + 1,
+            }
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in checkpoints: the epoch and the position in it of the next unseen item, so a
+        run resumed from a mid-epoch checkpoint sees exactly the batches it had not seen."""
+        return dict(self._consumed)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._consumed = {"epoch": int(state["epoch"]), "position": int(state["position"])}
+        if self.sampler is not None and self._consumed["position"] > 0:
+            self.sampler.resume_from(self._consumed["epoch"], self._consumed["position"])
 
     def eval_dataset(self, which: str) -> EvalDataset:
         """Un-augmented images at ``image_size``: ``normal_test``, ``normal_train``,

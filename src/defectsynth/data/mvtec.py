@@ -13,15 +13,40 @@ The paper's split: all train/good images train the GAN, the first round(0.8·n) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from defectsynth.errors import DataError
+from defectsynth.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 MASK_SUFFIX = "_mask"
 MVTEC_URL = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
 MIN_DEFECT_IMAGES = 2
+BAD_FILE_POLICIES = ("error", "skip")
+
+
+@dataclass
+class BadFiles:
+    """What to do with a file that cannot be used (``data.on_bad_file``): ``error`` stops with
+    the DataError naming it; ``skip`` logs it, records it and lets the caller drop it."""
+
+    policy: str = "error"
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.policy not in BAD_FILE_POLICIES:
+            raise ConfigError(
+                f"data.on_bad_file={self.policy!r}; expected one of {list(BAD_FILE_POLICIES)}"
+            )
+
+    def handle(self, path: Path, error: DataError) -> None:
+        if self.policy == "error":
+            raise error
+        log.warning("skipping %s: %s", path, error)
+        self.skipped.append((str(path), str(error)))
 
 
 @dataclass(frozen=True)
@@ -53,15 +78,23 @@ class MVTecSplit:
         }
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files of ``folder`` sorted by name; hidden files and non-image files are ignored."""
+def list_images(folder: Path, bad: BadFiles | None = None) -> list[Path]:
+    """Image files of ``folder`` sorted by name. Hidden files (.DS_Store, ._*) and other
+    suffixes (Thumbs.db, notes) are ignored; a broken symbolic link is a bad file."""
     if not folder.is_dir():
         return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    images = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.is_symlink() and not p.exists():
+            (bad or BadFiles()).handle(
+                p, DataError(f"{p} is a broken symbolic link (to {p.readlink()}).")
+            )
+            continue
+        if p.is_file():
+            images.append(p)
+    return images
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -96,9 +129,15 @@ def check_root(root: Path) -> Path:
 
 
 def index_category(
-    root: Path | str, category: str, defect: str, train_fraction: float = 0.8
+    root: Path | str,
+    category: str,
+    defect: str,
+    train_fraction: float = 0.8,
+    bad: BadFiles | None = None,
 ) -> MVTecSplit:
-    """Index ``category``/``defect`` under ``root`` and split it; every problem is a DataError."""
+    """Index ``category``/``defect`` under ``root`` and split it; every problem is a DataError
+    (or, with ``bad.policy == "skip"``, a skipped file)."""
+    bad = bad or BadFiles()
     root = check_root(Path(root))
     categories = list_categories(root)
     if category not in categories:
@@ -115,21 +154,17 @@ def index_category(
     if not 0.0 < train_fraction <= 1.0:
         raise DataError(f"data.train_fraction={train_fraction} must be in (0, 1].")
 
-    normal_train = list_images(root / category / "train" / "good")
+    normal_train = list_images(root / category / "train" / "good", bad)
     if not normal_train:
         raise DataError(f"no images in {root / category / 'train' / 'good'}; expected PNG files.")
-    defect_images = list_images(root / category / "test" / defect)
-    if len(defect_images) < MIN_DEFECT_IMAGES:
-        raise DataError(
-            f"{root / category / 'test' / defect} holds {len(defect_images)} image(s); at least "
-            f"{MIN_DEFECT_IMAGES} defective images are needed to train and test."
-        )
     samples = []
-    for image in defect_images:
+    for image in list_images(root / category / "test" / defect, bad):
         mask = mask_path_for(root, category, defect, image)
-        if not mask.is_file():
-            raise DataError(f"defect image {image} has no mask: expected {mask}.")
-        samples.append(DefectSample(image, mask))
+        if mask.is_file():
+            samples.append(DefectSample(image, mask))
+        else:
+            bad.handle(image, DataError(f"defect image {image} has no mask: expected {mask}."))
+    check_defect_count(len(samples), root / category / "test" / defect)
 
     n_train = max(1, round(train_fraction * len(samples)))
     return MVTecSplit(
@@ -139,5 +174,13 @@ def index_category(
         normal_train=tuple(normal_train),
         defect_train=tuple(samples[:n_train]),
         defect_test=tuple(samples[n_train:]),
-        normal_test=tuple(list_images(root / category / "test" / "good")),
+        normal_test=tuple(list_images(root / category / "test" / "good", bad)),
     )
+
+
+def check_defect_count(n: int, folder: Path) -> None:
+    if n < MIN_DEFECT_IMAGES:
+        raise DataError(
+            f"{folder} holds {n} usable image(s) with masks; at least {MIN_DEFECT_IMAGES} "
+            "defective images are needed to train and test."
+        )

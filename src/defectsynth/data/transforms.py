@@ -72,6 +72,8 @@ class TrainAugment:
     ) -> dict[str, torch.Tensor]:
         self.defect_pipeline.set_random_seed(seed)
         if self.normal_pipeline is None:
+            if normal.shape != defect.shape:  # one shared draw needs one shape (mixed sizes)
+                normal = cv2.resize(normal, defect.shape[1::-1], interpolation=cv2.INTER_AREA)
             out = self.defect_pipeline(image=defect, mask=mask, normal=normal)
             normal_out = out["normal"]
         else:

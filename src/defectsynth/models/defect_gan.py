@@ -8,17 +8,17 @@ L_C and/or L_B off, which also removes D_C and its optimiser when L_C is off.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
 from defectsynth.models import losses
+from defectsynth.models.base import GANModule
 from defectsynth.models.discriminator import PatchDiscriminator
 from defectsynth.models.generator import DefectGenerator
 from defectsynth.models.image_pool import ImagePool
-from defectsynth.models.schedule import LinearDecay
 
 # λ name in the loss config → loss term it weighs
 LAMBDA_OF_TERM = {
@@ -33,7 +33,7 @@ BASE_TERMS = ("gan_G", "gan_F", "cycle", "identity")
 OPTIONAL_TERMS = ("coherence", "background")
 
 
-class DefectGAN(L.LightningModule):
+class DefectGAN(GANModule):
     """G: normal → (defective image, mask); F: defective → normal; D_X, D_Y, D_C."""
 
     def __init__(
@@ -45,10 +45,12 @@ class DefectGAN(L.LightningModule):
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
         pool_size: int = 50,
+        compile: bool | str = False,
+        channels_last: bool = False,
+        nan_policy: str = "stop",
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, schedule, compile, channels_last, nan_policy)
         self.save_hyperparameters()
-        self.automatic_optimization = False
         generator = dict(generator or {})
         discriminator = dict(discriminator or {})
         self.loss_config = {
@@ -72,8 +74,6 @@ class DefectGAN(L.LightningModule):
         enabled = {"coherence": True, "background": True, **(ablation or {})}
         enabled.pop("name", None)
         self.terms = (*BASE_TERMS, *(t for t in OPTIONAL_TERMS if enabled[t]))
-        self.optimizer_config = {"lr": 2e-4, "betas": (0.5, 0.999), **(optimizer or {})}
-        self.schedule_config = {"n_epochs": 100, "n_epochs_decay": 200, **(schedule or {})}
 
         self.G = DefectGenerator(**generator, with_mask=True)
         # F's mask output would feed no loss term, so F is built without the mask branch
@@ -82,8 +82,10 @@ class DefectGAN(L.LightningModule):
         self.D_Y = PatchDiscriminator(3, **discriminator)
         self.D_C = PatchDiscriminator(4, **discriminator) if "coherence" in self.terms else None
         seed = int(torch.randint(2**31 - 1, (1,)))
-        self.pool_X = ImagePool(pool_size, seed=seed)
-        self.pool_Y = ImagePool(pool_size, seed=seed + 1)
+        self.pools = {
+            "X": ImagePool(pool_size, seed=seed),
+            "Y": ImagePool(pool_size, seed=seed + 1),
+        }
 
     # ------------------------------------------------------------------ structure
     @property
@@ -100,36 +102,16 @@ class DefectGAN(L.LightningModule):
         assert mask is not None
         return image, mask
 
-    @torch.no_grad()
-    def synthesize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """G at test time: eval mode (BatchNorm uses its running statistics, as in the authors'
-        code; InstanceNorm is unaffected)."""
-        was_training = self.G.training
-        self.G.eval()
-        try:
-            return self(x)
-        finally:
-            self.G.train(was_training)
+    def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self(x)
 
-    # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self) -> list[dict[str, Any]]:
-        """One Adam for G and F together, one per discriminator; each with the epoch-wise
-        linear-decay schedule (stepped in ``on_train_epoch_end``)."""
-        cfg = self.optimizer_config
-        decay = LinearDecay(
-            self.schedule_config["n_epochs"], self.schedule_config["n_epochs_decay"]
-        )
+    def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+        """G and F share one Adam (as in CycleGAN); each discriminator has its own."""
         groups = {"G": itertools.chain(self.G.parameters(), self.F.parameters())}
         groups.update({name: net.parameters() for name, net in self.discriminators.items()})
-        configs = []
-        for name, params in groups.items():
-            opt = torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
-            scheduler = torch.optim.lr_scheduler.LambdaLR(opt, decay)
-            configs.append(
-                {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "name": f"lr/{name}"}}
-            )
-        return configs
+        return groups
 
+    # ------------------------------------------------------------------ losses
     def generator_losses(
         self,
         x: torch.Tensor,
@@ -174,8 +156,8 @@ class DefectGAN(L.LightningModule):
         fake_mask: torch.Tensor,
         fake_x: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        pooled_y = self.pool_Y.query(fake_y)
-        pooled_x = self.pool_X.query(fake_x)
+        pooled_y = self.pools["Y"].query(fake_y)
+        pooled_x = self.pools["X"].query(fake_x)
         out = {
             "D_X": losses.lsgan_discriminator_loss(self.D_X(x), self.D_X(pooled_x)),
             "D_Y": losses.lsgan_discriminator_loss(self.D_Y(y), self.D_Y(pooled_y)),
@@ -196,37 +178,20 @@ class DefectGAN(L.LightningModule):
             terms = self.generator_losses(x, y, fake_y, fake_mask, fake_x)
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(total)
-            opt_g.step()
+            if not self.losses_are_finite({**terms, "total": total}, "generator"):
+                return  # nan_policy=skip: this batch updates nothing
+            self.step(opt_g, total)
 
         d_losses = self.discriminator_losses(
             x, y, y_mask, fake_y.detach(), fake_mask.detach(), fake_x.detach()
         )
+        if not self.losses_are_finite(d_losses, "discriminator"):
+            return
         # each D loss depends on its own network only, so the steps do not interfere
         for value, opt in zip(d_losses.values(), opt_ds, strict=True):
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(value)
-            opt.step()
+            self.step(opt, value)
 
-        logged = {f"train/loss_{k}": v.detach() for k, v in terms.items()}
-        logged["train/loss_G_total"] = total.detach()
-        logged.update({f"train/loss_{k}": v.detach() for k, v in d_losses.items()})
-        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=x.shape[0])
-
-    def on_train_epoch_end(self) -> None:
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
-
-    # ------------------------------------------------------------------ checkpoint extras
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        cls = type(self)
-        checkpoint["defectsynth"] = {"model_class": f"{cls.__module__}.{cls.__qualname__}"}
-        checkpoint["image_pools"] = {"X": self.pool_X.state_dict(), "Y": self.pool_Y.state_dict()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        pools = checkpoint.get("image_pools")
-        if pools:
-            self.pool_X.load_state_dict(pools["X"])
-            self.pool_Y.load_state_dict(pools["Y"])
+        logged = {f"loss_{k}": v for k, v in terms.items()}
+        logged["loss_G_total"] = total
+        logged.update({f"loss_{k}": v for k, v in d_losses.items()})
+        self.log_losses(logged, batch_size=x.shape[0])
