@@ -168,13 +168,22 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(tmp_path, cache_dir):
 
 def test_optuna_sweep_trains_evaluates_and_reports_the_best_lambdas(tmp_path, cache_dir):
     run_train(
-        "-m", "hparams_search=lambda_optuna", "experiment=smoke", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.n_startup_trials=2", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=1", f"hydra.sweep.dir={tmp_path}", cache_dir=cache_dir,
+        "-m",
+        "hparams_search=lambda_optuna",
+        "experiment=smoke",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        f"hydra.sweep.dir={tmp_path}",
+        cache_dir=cache_dir,
     )
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert set(results["best_params"]) == {
-        "loss.lambda_c", "loss.lambda_b", "loss.lambda_cycle", "loss.lambda_id"
+        "loss.lambda_c",
+        "loss.lambda_b",
+        "loss.lambda_cycle",
+        "loss.lambda_id",
     }
     assert results["best_value"] > 0  # a real FID of a barely trained model
     trials = [p for p in tmp_path.iterdir() if (p / "evaluate" / "metrics.json").is_file()]
@@ -182,7 +191,43 @@ def test_optuna_sweep_trains_evaluates_and_reports_the_best_lambdas(tmp_path, ca
 
 
 def test_logger_none_trains_without_any_logger(tmp_path, cache_dir):
-    run_train("experiment=smoke", "logger=none", "trainer.max_epochs=1",
-              f"hydra.run.dir={tmp_path}", cache_dir=cache_dir)
+    run_train(
+        "experiment=smoke",
+        "logger=none",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+        cache_dir=cache_dir,
+    )
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "csv").exists() and not (tmp_path / "wandb").exists()
+
+
+def test_custom_folders_train_and_generate(tmp_path, cache_dir):
+    from tests.data.test_datamodule import folder_product
+
+    folders = folder_product(tmp_path / "data")
+    run_train(
+        "experiment=smoke",
+        "data=folder",
+        f"data.folders.normal={folders['normal']}",
+        f"data.folders.defect={folders['defect']}",
+        f"data.folders.mask={folders['mask']}",
+        "data.mask_suffix=_label",
+        "data.category=widget",
+        "data.image_size=16",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cache_dir=cache_dir,
+    )
+    from tests.helpers import run_script
+
+    run_script(
+        "generate.py",
+        f"ckpt={tmp_path}/run/checkpoints/last.ckpt",
+        "logger=none",
+        f"out={tmp_path / 'synthetic'}",
+        f"hydra.run.dir={tmp_path / 'gen'}",
+        cache_dir=cache_dir,
+    )
+    synthetic = tmp_path / "synthetic" / "widget" / "test" / "defect_synthetic"
+    assert len(list(synthetic.iterdir())) == 1

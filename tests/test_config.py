@@ -167,5 +167,8 @@ def test_optuna_search_over_lambdas_returns_the_papers_fid():
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.optimized_metric == "eval/fid64" and cfg.evaluate_after_training is True
     assert set(cfg.hydra.sweeper.params) == {
-        "loss.lambda_c", "loss.lambda_b", "loss.lambda_cycle", "loss.lambda_id"
+        "loss.lambda_c",
+        "loss.lambda_b",
+        "loss.lambda_cycle",
+        "loss.lambda_id",
     }

@@ -87,7 +87,7 @@ def test_evaluate_from_checkpoint_with_injected_networks(smoke_run, cache_dir, t
     assert numbers["fid64"] == pytest.approx(metrics["fid64"])
     csv_header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
     assert "fid64" in csv_header and "kid_mean" in csv_header and "mask_iou" in csv_header
-    assert "| tile (crack) | DefectGAN (no_LB) |" in (tmp_path / "metrics.md").read_text()
+    assert "| tile (crack) | defect_gan (no_LB) |" in (tmp_path / "metrics.md").read_text()
 
 
 def test_evaluating_the_real_defects_themselves_gives_zero_fid(smoke_run, cache_dir, tmp_path):

@@ -16,10 +16,17 @@ from defectsynth.models.defect_gan import DefectGAN
 from tests.helpers import load, run_script
 from tests.models.test_defect_gan import TINY, FakeBatches
 
-RUN = ("experiment=smoke", "trainer.deterministic=true", "data.batch_size=1",
-       "trainer.limit_train_batches=1.0", "model.schedule.n_epochs=1",
-       "model.schedule.n_epochs_decay=2", "callbacks.last_checkpoint.every_n_batches=1",
-       "callbacks.sample_grid.every_n_batches=0", "logger=none")
+RUN = (
+    "experiment=smoke",
+    "trainer.deterministic=true",
+    "data.batch_size=1",
+    "trainer.limit_train_batches=1.0",
+    "model.schedule.n_epochs=1",
+    "model.schedule.n_epochs_decay=2",
+    "callbacks.last_checkpoint.every_n_batches=1",
+    "callbacks.sample_grid.every_n_batches=0",
+    "logger=none",
+)
 
 
 def final_state(run_dir) -> dict[str, torch.Tensor]:
@@ -31,15 +38,24 @@ def test_kill_minus_9_then_resume_gives_the_uninterrupted_weights(tmp_path, cach
     kill_at = random.Random(7).choice([b for b in range(3, 22) if b % 8])
     run_script("train.py", *RUN, f"hydra.run.dir={tmp_path / 'straight'}", cache_dir=cache_dir)
     killed = run_script(
-        "train.py", *RUN, f"hydra.run.dir={tmp_path / 'killed'}",
-        "+callbacks.kill._target_=tests.helpers.KillAt", f"+callbacks.kill.batch={kill_at}",
-        cache_dir=cache_dir, check=False,
+        "train.py",
+        *RUN,
+        f"hydra.run.dir={tmp_path / 'killed'}",
+        "+callbacks.kill._target_=tests.helpers.KillAt",
+        f"+callbacks.kill.batch={kill_at}",
+        cache_dir=cache_dir,
+        check=False,
     )
     assert killed.returncode == -9  # SIGKILL: no cleanup, no final checkpoint
     interrupted = load(tmp_path / "killed" / "checkpoints" / "last.ckpt")
     assert interrupted["global_step"] == (kill_at - 1) * 4  # the last batch-end checkpoint
-    run_script("train.py", *RUN, f"hydra.run.dir={tmp_path / 'killed'}", "ckpt_path=last",
-               cache_dir=cache_dir)
+    run_script(
+        "train.py",
+        *RUN,
+        f"hydra.run.dir={tmp_path / 'killed'}",
+        "ckpt_path=last",
+        cache_dir=cache_dir,
+    )
     straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "killed")
     assert straight.keys() == resumed.keys()
     for key in straight:
@@ -49,14 +65,21 @@ def test_kill_minus_9_then_resume_gives_the_uninterrupted_weights(tmp_path, cach
     assert done["epoch"] == 2 and done["global_step"] == 3 * 8 * 4
 
 
-def test_truncated_last_checkpoint_is_a_clear_error_naming_the_file(smoke_run, cache_dir,
-                                                                      tmp_path):
+def test_truncated_last_checkpoint_is_a_clear_error_naming_the_file(smoke_run, cache_dir, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    proc = run_script("train.py", "product=tile", "ablation=no_LB", "experiment=smoke",
-                      f"hydra.run.dir={run}", "ckpt_path=last", cache_dir=cache_dir, check=False)
+    proc = run_script(
+        "train.py",
+        "product=tile",
+        "ablation=no_LB",
+        "experiment=smoke",
+        f"hydra.run.dir={run}",
+        "ckpt_path=last",
+        cache_dir=cache_dir,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "last.ckpt cannot be loaded" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -67,10 +90,16 @@ def fit_with_nan(policy: str, tmp_path) -> tuple[DefectGAN, L.Trainer]:
     data.items[1]["normal"][:] = float("nan")  # the second batch poisons every loss
     model = DefectGAN(**TINY, nan_policy=policy)
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, plugins=[SafeCheckpointIO()],
-        callbacks=[L.pytorch.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=4,
-                                                       save_last=True)],
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        plugins=[SafeCheckpointIO()],
+        callbacks=[
+            L.pytorch.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=4, save_last=True)
+        ],
     )
     trainer.fit(model, DataLoader(data, batch_size=1))
     return model, trainer
@@ -89,3 +118,29 @@ def test_nan_policy_skip_skips_only_the_poisoned_batch(tmp_path):
     assert model.skipped_steps == 1
     assert trainer.global_step == 2 * 4  # two healthy batches, four optimizers each
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_unwritable_output_folder_is_a_clear_error_before_anything_runs(tmp_path, cache_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_script(
+        "train.py",
+        "experiment=smoke",
+        f"hydra.run.dir={blocker}/run",
+        cache_dir=cache_dir,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cannot write to the output folder" in proc.stderr
+
+
+def test_full_disk_is_reported_before_training(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from defectsynth.errors import ConfigError
+    from defectsynth.utils import io
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 2**20, 2**20))
+    with pytest.raises(ConfigError, match=r"only 1 MiB free"):
+        io.check_output_dir(tmp_path / "run")

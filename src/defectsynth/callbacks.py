@@ -45,7 +45,9 @@ class SampleGrid(L.Callback):
             return
         source = self.preview.to(pl_module.device)
         image, mask = pl_module.synthesize(source)
-        panel = sample_panel(source, image, mask)
+        # a sampling model (DCGAN) only takes the preview's batch size: show no source for it
+        shown = source if getattr(pl_module, "is_image_to_image", True) else None
+        panel = sample_panel(shown, image, mask)
         path = self.dirpath / f"batch_{batches_done:07d}.png"
         save_png(panel, path)
         for logger in trainer.loggers:

@@ -340,5 +340,5 @@ def _stack(dataset) -> torch.Tensor:
 
 def _model_name(info: dict[str, Any]) -> str:
     class_path = info.get("model_class") or "defectsynth.models.defect_gan.DefectGAN"
-    name = class_path.rsplit(".", 1)[-1]
+    name = info.get("model") or class_path.rsplit(".", 1)[-1]
     return f"{name} ({info['ablation']})" if info.get("ablation") else name

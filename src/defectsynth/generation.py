@@ -21,6 +21,7 @@ from defectsynth.data.transforms import EvalTransform
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.synthesis import (
     SynthesisLayout,
+    is_latent,
     load_model,
     resolve_device,
     synthesize,
@@ -82,7 +83,8 @@ def log_grid_to_wandb(loggers: list, layout: SynthesisLayout, key: str = "synthe
 
 
 def run_synthesis(cfg: DictConfig, out: Path, loggers: list | None = None) -> dict[str, Any]:
-    """Load ``cfg.ckpt``, translate the chosen sources, write everything under ``out``."""
+    """Load ``cfg.ckpt``, translate the chosen sources (a latent model: sample as many items,
+    from the seeds ``cfg.seed`` + i), write everything under ``out``."""
     device = resolve_device(cfg.device)
     model, checkpoint = load_model(cfg.ckpt, device)
     data_overrides = OmegaConf.to_container(cfg.data, resolve=True)
@@ -93,6 +95,7 @@ def run_synthesis(cfg: DictConfig, out: Path, loggers: list | None = None) -> di
         sources, names = split_sources(datamodule, cfg.source)
 
     layout = SynthesisLayout(Path(out), datamodule.category, datamodule.defect)
+    latent, seed = is_latent(model), int(cfg.get("seed") or 0)
     start = time.perf_counter()
     rows = synthesize(
         model,
@@ -106,11 +109,13 @@ def run_synthesis(cfg: DictConfig, out: Path, loggers: list | None = None) -> di
         precision=str(cfg.precision),
         skip_existing=cfg.skip_existing,
         grid_rows=cfg.grid_rows,
+        seed=seed,
     )
     seconds = time.perf_counter() - start
     info = {
         "ckpt": str(Path(cfg.ckpt).resolve()),
         "model_class": checkpoint.get("defectsynth", {}).get("model_class"),
+        "model": checkpoint.get("defectsynth", {}).get("model_name"),
         "epoch": checkpoint.get("epoch"),
         "ablation": ((checkpoint.get("hyper_parameters") or {}).get("ablation") or {}).get("name"),
         "category": datamodule.category,
@@ -120,16 +125,19 @@ def run_synthesis(cfg: DictConfig, out: Path, loggers: list | None = None) -> di
         "n_sources": len(names),
         "n_per_image": cfg.n_per_image,
         "n_images": len(rows),
+        "seed": seed if latent else None,
         "threshold": cfg.threshold,
-        "image_size": int(sources.shape[-1]),
+        # a latent model's images have its own size; a translation has its source's
+        "image_size": int(model.image_size) if latent else int(sources.shape[-1]),
         "seconds": round(seconds, 3),
         "images_per_second": round(len(rows) / seconds, 3) if seconds > 0 else None,
     }
     write_info(layout, info)
     log_grid_to_wandb(loggers or [], layout)
     log.info(
-        "wrote %d synthetic images with masks to %s (%.2f images/s)",
+        "wrote %d synthetic images%s to %s (%.2f images/s)",
         len(rows),
+        " with masks" if getattr(model, "has_mask_output", True) else "",
         layout.image_dir,
         info["images_per_second"] or 0,
     )

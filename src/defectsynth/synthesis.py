@@ -9,6 +9,10 @@
 
 Every PNG is written to a temporary name and renamed; the image is written last, so an
 interrupted run leaves no partial file and ``skip_existing`` resumes where it stopped.
+
+An image-to-image model translates each source image (in up to 4 flip variants); a latent model
+(``is_image_to_image = False``, e.g. DCGAN) has no source: it makes as many items, item i from
+the latent code of seed ``seed + i``, recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -48,6 +52,15 @@ class Synthesizer(Protocol):
     """What a model needs for image-to-image synthesis: normal images in, (image, mask) out."""
 
     def synthesize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+class LatentSynthesizer(Synthesizer, Protocol):
+    """A model that samples (``is_image_to_image = False``): ``synthesize`` takes the latent
+    codes that ``latents`` makes from integer seeds."""
+
+    is_image_to_image: bool
+
+    def latents(self, seeds: Sequence[int]) -> torch.Tensor: ...
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -144,8 +157,13 @@ class SynthesisLayout:
 @dataclass(frozen=True)
 class Job:
     index: int
-    source: int
+    source: int | None  # None: sampled from a latent code
     variant: str
+    seed: int | None = None
+
+
+def is_latent(model: Any) -> bool:
+    return not getattr(model, "is_image_to_image", True)
 
 
 def flip(x: torch.Tensor, variant: str) -> torch.Tensor:
@@ -167,6 +185,20 @@ def plan_jobs(n_sources: int, n_per_image: int) -> list[Job]:
     ]
 
 
+def plan_latent_jobs(n_sources: int, n_per_image: int, base_seed: int = 0) -> list[Job]:
+    """As many items as a translation of ``n_sources`` images would make; item i samples the
+    latent code of seed ``base_seed + i``, so a resumed or repeated run makes the same items and
+    any item can be remade alone from its seed."""
+    if n_per_image < 1:
+        raise ConfigError(f"n_per_image={n_per_image}: expected a positive number")
+    return [Job(i, None, "latent", base_seed + i) for i in range(n_sources * n_per_image)]
+
+
+def _restore(x: torch.Tensor, job: Job) -> torch.Tensor:
+    """A translated item flipped back onto its source; a sampled item as it is."""
+    return x if job.source is None else flip(x, job.variant)
+
+
 def _batches(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -177,7 +209,7 @@ def _mask_area(path: Path) -> float:
 
 
 def synthesize(
-    model: Synthesizer,
+    model: Synthesizer | LatentSynthesizer,
     sources: torch.Tensor,
     source_names: Sequence[str],
     layout: SynthesisLayout,
@@ -189,8 +221,11 @@ def synthesize(
     skip_existing: bool = False,
     grid_rows: int = 8,
     on_batch: Callable[[int], None] | None = None,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Translate ``sources`` (N, 3, H, W) in [-1, 1]; write images, masks and the manifest."""
+    """Translate ``sources`` (N, 3, H, W) in [-1, 1] — or, for a latent model, sample
+    N · ``n_per_image`` items from the seeds ``seed``, ``seed`` + 1, … so that every method makes
+    as many images; write images, masks and the manifest."""
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold={threshold} must be in (0, 1)")
     if len(sources) != len(source_names):
@@ -198,7 +233,11 @@ def synthesize(
     if len(sources) == 0:
         raise DataError("there are no source images to translate")
     device = torch.device(device)
-    jobs = plan_jobs(len(sources), n_per_image)
+    latent = is_latent(model)
+    if latent:
+        jobs = plan_latent_jobs(len(sources), n_per_image, seed)
+    else:
+        jobs = plan_jobs(len(sources), n_per_image)
     rows: dict[int, dict[str, Any]] = {}
 
     def row(job: Job, mask_area: float | None) -> dict[str, Any]:
@@ -206,9 +245,9 @@ def synthesize(
         has_mask = mask_area is not None
         return {
             "index": job.index,
-            "source": source_names[job.source],
+            "source": "" if job.source is None else source_names[job.source],
             "variant": job.variant,
-            "seed": "",
+            "seed": "" if job.seed is None else job.seed,
             "image": str(image.relative_to(layout.out)),
             "mask": str(mask.relative_to(layout.out)) if has_mask else "",
             "soft_mask": str(soft.relative_to(layout.out)) if has_mask else "",
@@ -228,12 +267,17 @@ def synthesize(
     with Progress(transient=True) as progress, torch.inference_mode():
         task = progress.add_task("synthesising", total=len(todo))
         for chunk in _batches(todo, batch_size):
-            x = torch.stack([flip(sources[j.source : j.source + 1], j.variant)[0] for j in chunk])
+            if latent:
+                x = model.latents([j.seed for j in chunk])
+            else:
+                x = torch.stack(
+                    [flip(sources[j.source : j.source + 1], j.variant)[0] for j in chunk]
+                )
             with autocast(device, precision):
                 image, mask = model.synthesize(x.to(device))
             for i, job in enumerate(chunk):
-                out_image = flip(image[i : i + 1].float(), job.variant)
-                out_mask = None if mask is None else flip(mask[i : i + 1].float(), job.variant)
+                out_image = _restore(image[i : i + 1].float(), job)
+                out_mask = None if mask is None else _restore(mask[i : i + 1].float(), job)
                 rows[job.index] = row(
                     job, _write(layout, job.index, out_image, out_mask, threshold)
                 )
@@ -243,17 +287,20 @@ def synthesize(
 
     ordered = [rows[j.index] for j in jobs]
     write_manifest(ordered, layout.manifest)
-    write_grid(layout, jobs[:grid_rows], sources, threshold)
+    write_grid(layout, jobs[:grid_rows], None if latent else sources, threshold)
     return ordered
 
 
 def write_grid(
-    layout: SynthesisLayout, jobs: Sequence[Job], sources: torch.Tensor, threshold: float
+    layout: SynthesisLayout,
+    jobs: Sequence[Job],
+    sources: torch.Tensor | None,
+    threshold: float,
 ) -> None:
     """source | synthetic | soft mask | overlay for ``jobs``, read back from the written PNGs
-    (so a resumed run shows the same grid as an uninterrupted one)."""
-    soft_files = [layout.files(j.index)[2] for j in jobs]
-    if not jobs or not all(f.is_file() for f in soft_files):
+    (so a resumed run shows the same grid as an uninterrupted one); ``sources`` None (sampled
+    items): a blank source column."""
+    if not jobs or not all(layout.files(j.index)[0].is_file() for j in jobs):
         return
     image = (
         torch.stack(
@@ -263,9 +310,13 @@ def write_grid(
         .div(127.5)
         .sub(1)
     )
-    mask = torch.stack([torch.from_numpy(_read(f)) for f in soft_files]).float().div(255)
-    source = sources[[j.source for j in jobs]]
-    save_png(sample_panel(source, image, mask.unsqueeze(1), threshold), layout.grid)
+    soft_files = [layout.files(j.index)[2] for j in jobs]
+    mask = None
+    if all(f.is_file() for f in soft_files):  # else a model without mask output
+        mask = torch.stack([torch.from_numpy(_read(f)) for f in soft_files]).float().div(255)
+        mask = mask.unsqueeze(1)
+    source = None if sources is None else sources[[j.source for j in jobs]]
+    save_png(sample_panel(source, image, mask, threshold), layout.grid)
 
 
 def _read(path: Path) -> np.ndarray:

@@ -25,7 +25,14 @@ from defectsynth.utils.io import write_text
 
 log = logging.getLogger(__name__)
 
-METHOD_NAMES = {"defect_gan": "Proposed approach"}
+METHOD_NAMES = {
+    "dcgan4": "DCGAN (4-channel)",
+    "cyclegan4": "CycleGAN (4-channel)",
+    "cut": "CUT",
+    "fastcut": "FastCUT",
+    "negcut": "NEGCUT",
+    "defect_gan": "Proposed approach",
+}
 ABLATION_ROWS = {  # Table 3: row letter, L_C, L_B
     "no_LC_LB": ("(a)", "✗", "✗"),
     "no_LB": ("(b)", "✓", "✗"),
@@ -55,10 +62,13 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def _composed(config: str, overrides: list[str], output_dir: Path) -> DictConfig:
+def _composed(config: str, overrides: list[str], output_dir: Path, **values: str) -> DictConfig:
+    """Compose ``config``; paths are set afterwards (the override grammar would parse them)."""
     cfg = compose(config_name=config, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
+        for key, value in values.items():
+            cfg[key] = value
     return cfg
 
 
@@ -79,17 +89,17 @@ def run_cell(cfg: DictConfig, cell: Cell, out: Path, networks: Networks) -> dict
             *cfg.train_overrides,
         ],
         folder / "train",
+        model_name=cell.model,
+        run_name=cell.name,
     )
     train_job(train_cfg)
     _finish_wandb()
     trained = time.perf_counter()
     eval_cfg = _composed(
         "evaluate",
-        [
-            f"ckpt={folder / 'train' / 'checkpoints' / 'last.ckpt'}",
-            *cfg.eval_overrides,
-        ],
+        list(cfg.eval_overrides),
         folder / "evaluate",
+        ckpt=str(folder / "train" / "checkpoints" / "last.ckpt"),
     )
     evaluate_job(eval_cfg, networks)
     _finish_wandb()

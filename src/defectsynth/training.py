@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,32 +15,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectsynth import config as _config  # noqa: F401  (registers resolvers)
 from defectsynth.checkpoint import SafeCheckpointIO
-from defectsynth.errors import ConfigError
-from defectsynth.utils.io import atomic_path
+from defectsynth.utils.io import check_output_dir, write_text
 from defectsynth.utils.wandb import default_wandb_mode
 
 log = logging.getLogger(__name__)
-MIN_FREE_BYTES = 200 * 2**20
-
-
-def check_output_dir(path: Path) -> None:
-    """Fail before training, not at the first checkpoint, when outputs cannot be written."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / ".write_probe") as tmp:
-            tmp.write_bytes(b"ok")
-        (path / ".write_probe").unlink()
-    except OSError as err:
-        raise ConfigError(
-            f"cannot write to the output folder {path} ({err}); choose another with "
-            "hydra.run.dir=<folder> (or paths.log_dir=<folder>)."
-        ) from err
-    free = shutil.disk_usage(path).free
-    if free < MIN_FREE_BYTES:
-        raise ConfigError(
-            f"only {free / 2**20:.0f} MiB free on the disk of {path}; checkpoints need more "
-            f"(at least {MIN_FREE_BYTES / 2**20:.0f} MiB). Free space or set hydra.run.dir."
-        )
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -74,6 +51,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured model; return the final logged metrics as floats."""
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir)
+    saved_config = output_dir / ".hydra" / "config.yaml"
+    if not saved_config.is_file():  # runs started in-process (tables.py) get one too
+        write_text(OmegaConf.to_yaml(cfg, resolve=True), saved_config)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -81,6 +61,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = instantiate(cfg.model)
+    model.model_name = str(cfg.get("model_name") or type(model).__name__)
 
     loggers = instantiate_loggers(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"))

@@ -150,3 +150,47 @@ def test_datamodule_state_records_the_next_unseen_position(cache_dir):
     fresh.sampler.set_epoch(5)
     remaining = [b["position"].tolist() for b in fresh_loader]
     assert remaining == [[4, 5], [6, 7]]
+
+
+def folder_product(tmp_path, suffix: str = "_label") -> dict[str, str]:
+    """A product in plain folders with camera-style names and a custom mask suffix."""
+    rng = np.random.default_rng(0)
+    ok, nok, masks = tmp_path / "ok", tmp_path / "nok", tmp_path / "labels"
+    for i in range(10):
+        write_png(ok / f"cam1_{i:04d}.png", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    for i in range(5):
+        write_png(nok / f"cam1_fail_{i}.png", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+        mask = np.zeros((20, 20), np.uint8)
+        mask[5:9, 5:9] = 255
+        write_png(masks / f"cam1_fail_{i}{suffix}.png", mask)
+    return {"normal": str(ok), "defect": str(nok), "mask": str(masks)}
+
+
+def test_folder_layout_matches_masks_by_stem_and_suffix(tmp_path):
+    folders = folder_product(tmp_path)
+    dm = DefectDataModule(
+        "widget",
+        "scratch",
+        folders=folders,
+        mask_suffix="_label",
+        image_size=16,
+        batch_size=2,
+        num_workers=0,
+    )
+    dm.setup()
+    assert dm.counts() == {
+        "normal_train": 9,
+        "defect_train": 4,
+        "defect_test": 1,
+        "normal_test": 1,
+    }  # the last 10 % of ok/ is held out
+    assert dm.split.defect_train[0].mask.name == "cam1_fail_0_label.png"
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["mask"].sum() > 0
+
+
+def test_folder_layout_with_the_wrong_suffix_names_the_expected_mask(tmp_path):
+    folders = folder_product(tmp_path)
+    dm = DefectDataModule("widget", "scratch", folders=folders, image_size=16, num_workers=0)
+    with pytest.raises(DataError, match=r"cam1_fail_0_mask\.png \(data\.mask_suffix='_mask'\)"):
+        dm.setup()

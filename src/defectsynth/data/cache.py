@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from defectsynth.errors import DataError
+from defectsynth.errors import ConfigError, DataError
 from defectsynth.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ class ImageCache:
     """Decoded, resized arrays by (file, size): memory first, then disk, then decode."""
 
     def __init__(self, cache_dir: Path | str | None = None) -> None:
+        if cache_dir is not None and "${" in str(cache_dir):
+            raise ConfigError(f"paths.cache_dir={str(cache_dir)!r} is an unresolved interpolation")
         self.cache_dir = Path(cache_dir) / "images" if cache_dir is not None else None
         self._memory: dict[tuple[str, str, int | None], np.ndarray] = {}
 

@@ -25,6 +25,7 @@ from defectsynth.data.mvtec import (
     MVTecSplit,
     check_defect_count,
     index_category,
+    index_folders,
 )
 from defectsynth.data.transforms import AugmentConfig, EvalTransform, TrainAugment
 from defectsynth.errors import ConfigError, DataError
@@ -152,6 +153,8 @@ class DefectDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_images: bool = True,
         on_bad_file: str = "error",
+        folders: dict | None = None,
+        mask_suffix: str = "_mask",
     ) -> None:
         super().__init__()
         # stored in checkpoints, so generate/evaluate know what the model was trained on
@@ -175,6 +178,9 @@ class DefectDataModule(L.LightningDataModule):
         self.procedural_spec = dict(procedural_spec or {})
         self.cache = ImageCache(cache_dir)
         self.bad_files = BadFiles(on_bad_file)
+        # data=folder: explicit folders instead of the MVTec layout
+        self.folders = dict(folders) if folders else None
+        self.mask_suffix = mask_suffix
         self.cache_dir = cache_dir
         self.split: MVTecSplit | None = None
         self.train_set: UnpairedDataset | None = None
@@ -209,7 +215,7 @@ class DefectDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # runs once per node before setup(); generating here keeps DDP ranks from racing
-        if self.root is None:
+        if self.root is None and self.folders is None:
             self.data_root()
 
     # ----------------------------------------------------------------------------- loading
@@ -263,9 +269,19 @@ class DefectDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        split = index_category(
-            self.data_root(), self.category, self.defect, self.train_fraction, self.bad_files
-        )
+        if self.folders is not None:
+            split = index_folders(
+                **self.folders,
+                category=self.category,
+                defect_name=self.defect,
+                mask_suffix=self.mask_suffix,
+                train_fraction=self.train_fraction,
+                bad=self.bad_files,
+            )
+        else:
+            split = index_category(
+                self.data_root(), self.category, self.defect, self.train_fraction, self.bad_files
+            )
         self.split = split = self._validated(split)
         counts = split.counts()
         log.info(

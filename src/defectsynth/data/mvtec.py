@@ -184,3 +184,78 @@ def check_defect_count(n: int, folder: Path) -> None:
             f"{folder} holds {n} usable image(s) with masks; at least {MIN_DEFECT_IMAGES} "
             "defective images are needed to train and test."
         )
+
+
+def find_mask(folder: Path, image: Path, suffix: str) -> Path | None:
+    """The mask of ``image`` in ``folder``: same stem plus ``suffix``, any image extension."""
+    for extension in (".png", *sorted(IMAGE_SUFFIXES - {".png"})):
+        candidate = folder / f"{image.stem}{suffix}{extension}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def index_folders(
+    normal: Path | str,
+    defect: Path | str,
+    mask: Path | str,
+    category: str = "custom",
+    defect_name: str = "defect",
+    mask_suffix: str = "_mask",
+    normal_test: Path | str | None = None,
+    normal_test_fraction: float = 0.1,
+    train_fraction: float = 0.8,
+    bad: BadFiles | None = None,
+) -> MVTecSplit:
+    """A product in plain folders (``data=folder``): defect-free images, defective images and
+    their masks (matched by file stem + ``mask_suffix``). Defect images split as in the paper;
+    the defect-free test set is ``normal_test`` or, without it, the last
+    ``normal_test_fraction`` of the defect-free images by name."""
+    bad = bad or BadFiles()
+    folders = {
+        "data.folders.normal": normal,
+        "data.folders.defect": defect,
+        "data.folders.mask": mask,
+    }
+    for option, folder in folders.items():
+        if folder is None or not Path(folder).is_dir():
+            raise DataError(
+                f"{option}={str(folder)!r} is not a folder; expected a folder of "
+                "images (data=folder needs normal, defect and mask folders)."
+            )
+    normal_images = list_images(Path(normal), bad)
+    if normal_test is not None:
+        test_images = list_images(check_root(Path(normal_test)), bad)
+    else:
+        n_test = round(normal_test_fraction * len(normal_images)) if len(normal_images) > 1 else 0
+        normal_images, test_images = (
+            normal_images[: len(normal_images) - n_test],
+            normal_images[len(normal_images) - n_test :],
+        )
+    if not normal_images:
+        raise DataError(f"no defect-free images in data.folders.normal={str(normal)!r}.")
+    samples = []
+    for image in list_images(Path(defect), bad):
+        found = find_mask(Path(mask), image, mask_suffix)
+        if found is not None:
+            samples.append(DefectSample(image, found))
+        else:
+            expected = Path(mask) / f"{image.stem}{mask_suffix}.png"
+            bad.handle(
+                image,
+                DataError(
+                    f"defect image {image} has no mask: expected {expected} (data.mask_suffix="
+                    f"{mask_suffix!r})."
+                ),
+            )
+    check_defect_count(len(samples), Path(defect))
+    n_train = max(1, round(train_fraction * len(samples)))
+    return MVTecSplit(
+        root=Path(defect).parent,
+        category=category,
+        defect=defect_name,
+        normal_train=tuple(normal_images),
+        defect_train=tuple(samples[:n_train]),
+        defect_test=tuple(samples[n_train:]),
+        normal_test=tuple(test_images),
+    )

@@ -52,6 +52,8 @@ class GANModule(L.LightningModule):
     has_mask_output: bool = True
     #: whether the model translates a source image (False: it samples latent codes)
     is_image_to_image: bool = True
+    #: the model config's name (``model=...``), set by training and kept in checkpoints
+    model_name: str | None = None
 
     def __init__(
         self,
@@ -171,7 +173,10 @@ class GANModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         cls = type(self)
-        checkpoint["defectsynth"] = {"model_class": f"{cls.__module__}.{cls.__qualname__}"}
+        checkpoint["defectsynth"] = {
+            "model_class": f"{cls.__module__}.{cls.__qualname__}",
+            "model_name": self.model_name,
+        }
         checkpoint["rng_states"] = rng_states()
         if self.pools:
             checkpoint["image_pools"] = {k: pool.state_dict() for k, pool in self.pools.items()}

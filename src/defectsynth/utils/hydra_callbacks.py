@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,28 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from defectsynth.utils.io import write_text
+from defectsynth.errors import ConfigError
+from defectsynth.utils.io import check_output_dir, write_text
 
 log = logging.getLogger(__name__)
+
+
+class OutputDirCheck(Callback):
+    """Check the output folder before Hydra creates it: an unwritable folder or a full disk
+    is one clear line and exit code 2, not a traceback from deep inside Hydra."""
+
+    def _check(self, folder: str) -> None:
+        try:
+            check_output_dir(Path(folder))
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir)
 
 
 class SweepSummary(Callback):

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from defectsynth.errors import ConfigError
+
+MIN_FREE_BYTES = 200 * 2**20
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; outputs get the permissions a plain open() would give them
+FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -22,6 +37,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -36,3 +52,23 @@ def save_png(array: np.ndarray, path: Path | str) -> None:
 def write_text(text: str, path: Path | str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail before training, not at the first checkpoint, when outputs cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / ".write_probe") as tmp:
+            tmp.write_bytes(b"ok")
+        (path / ".write_probe").unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write to the output folder {path} ({err}); choose another with "
+            "hydra.run.dir=<folder> (or paths.log_dir=<folder>)."
+        ) from err
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"only {free / 2**20:.0f} MiB free on the disk of {path}; checkpoints need more "
+            f"(at least {MIN_FREE_BYTES / 2**20:.0f} MiB). Free space or set hydra.run.dir."
+        )

@@ -27,17 +27,21 @@ def overlay(images: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.nda
 
 
 def sample_panel(
-    source: torch.Tensor,
+    source: torch.Tensor | None,
     synthetic: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     threshold: float = 0.5,
     pad: int = 2,
 ) -> np.ndarray:
-    """One row per sample: source | synthetic | soft mask | synthetic, binary mask tinted."""
-    src, syn = to_uint8(source), to_uint8(synthetic)
-    soft = to_uint8(mask, (0.0, 1.0))
-    tinted = overlay(syn, (mask[:, 0] >= threshold).cpu().numpy())
-    columns = [src, syn, soft, tinted]
+    """One row per sample: source | synthetic | soft mask | synthetic, binary mask tinted.
+    ``source`` None (a model that samples, e.g. DCGAN): a blank source column; ``mask`` None (a
+    model without mask output, e.g. CUT): source | synthetic only."""
+    syn = to_uint8(synthetic)
+    src = np.full_like(syn, 255) if source is None else to_uint8(source)
+    columns = [src, syn]
+    if mask is not None:
+        tinted = overlay(syn, (mask[:, 0] >= threshold).cpu().numpy())
+        columns += [to_uint8(mask, (0.0, 1.0)), tinted]
     b, h, w, _ = src.shape
     panel = np.full((b * (h + pad) + pad, len(columns) * (w + pad) + pad, 3), 255, np.uint8)
     for row in range(b):
