@@ -185,3 +185,4 @@ def test_tables_runs_train_generate_evaluate_and_writes_the_table(cache_dir, tmp
     assert "| Proposed approach | tile (crack) |" in table and table in proc.stdout
     assert (tmp_path / "demo.csv").read_text().startswith("Method,Product (Defect),fid64")
     assert (tmp_path / "defect_gan-full-tile" / "evaluate" / "metrics.json").is_file()
+    assert (tmp_path / "defect_gan-full-tile" / "train" / "report.html").is_file()

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 from defectsynth.evaluation import MetricSuite, Networks, csv_text, flatten, markdown_table
 from defectsynth.evaluation import evaluate as evaluate_job
+from defectsynth.report import build_report
 from defectsynth.synthesis import resolve_device
 from defectsynth.training import train as train_job
 from defectsynth.utils.io import write_text
@@ -103,6 +104,7 @@ def run_cell(cfg: DictConfig, cell: Cell, out: Path, networks: Networks) -> dict
     )
     evaluate_job(eval_cfg, networks)
     _finish_wandb()
+    build_report(folder / "train", cache_dir=str(train_cfg.paths.cache_dir))
     report = json.loads(metrics_file.read_text())
     report["meta"]["train_seconds"] = round(trained - start, 1)
     report["meta"]["evaluate_seconds"] = round(time.perf_counter() - trained, 1)
@@ -174,4 +176,6 @@ def tables(cfg: DictConfig) -> dict[str, float]:
     write_text(csv_text(rows), out / f"{name}.csv")
     log.info("%s written to %s in %.0f s", name, out, time.perf_counter() - start)
     print(text)
+    for cell in cells:
+        print(f"report: {out / cell.name / 'train' / 'report.html'}")
     return {}

@@ -24,7 +24,7 @@ from defectsynth.models.image_pool import ImagePool
 from defectsynth.models.schedule import LinearDecay
 
 log = logging.getLogger(__name__)
-NAN_POLICIES = ("stop", "skip")
+NAN_POLICIES = ("stop", "skip", "off")
 
 
 class TrainingDivergedError(DefectSynthError):
@@ -122,15 +122,28 @@ class GANModule(L.LightningModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
-    def step(self, optimizer: Any, loss: torch.Tensor) -> None:
+    def step(
+        self,
+        optimizer: Any,
+        loss: torch.Tensor,
+        stage: str = "generator",
+        terms: dict[str, torch.Tensor] | None = None,
+    ) -> bool:
+        """One optimiser step on ``loss``, guarded against NaN/Inf (see ``losses_are_finite``);
+        ``terms`` only name the culprits in the message. Returns whether it stepped."""
+        if not self.losses_are_finite({"total": loss, **(terms or {})}, stage):
+            return False
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
+        return True
 
     def losses_are_finite(self, losses: dict[str, torch.Tensor], stage: str) -> bool:
-        """Guard an optimiser step: with ``nan_policy=stop`` a NaN/Inf loss ends training with a
-        clear error before any weight is touched (so the last checkpoint stays good); with
-        ``skip`` the step is skipped and counted. One host sync per call."""
+        """With ``nan_policy=stop`` a NaN/Inf loss ends training with a clear error before any
+        weight is touched (so the last checkpoint stays good); with ``skip`` the step is skipped
+        and counted; ``off`` trusts the loss. One host sync per call (none with ``off``)."""
+        if self.nan_policy == "off":
+            return True
         values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
         if bool(torch.isfinite(values).all()):
             return True

@@ -178,18 +178,15 @@ class DefectGAN(GANModule):
             terms = self.generator_losses(x, y, fake_y, fake_mask, fake_x)
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
-            if not self.losses_are_finite({**terms, "total": total}, "generator"):
+            if not self.step(opt_g, total, "generator", terms):
                 return  # nan_policy=skip: this batch updates nothing
-            self.step(opt_g, total)
 
         d_losses = self.discriminator_losses(
             x, y, y_mask, fake_y.detach(), fake_mask.detach(), fake_x.detach()
         )
-        if not self.losses_are_finite(d_losses, "discriminator"):
-            return
         # each D loss depends on its own network only, so the steps do not interfere
-        for value, opt in zip(d_losses.values(), opt_ds, strict=True):
-            self.step(opt, value)
+        for (name, value), opt in zip(d_losses.items(), opt_ds, strict=True):
+            self.step(opt, value, f"discriminator {name}")
 
         logged = {f"loss_{k}": v for k, v in terms.items()}
         logged["loss_G_total"] = total

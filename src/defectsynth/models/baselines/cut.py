@@ -271,16 +271,14 @@ class CUT(GANModule):
         fake = self.G(real.flip(3) if flipped else real, with_mask=False)[0]
 
         d_loss = self.discriminator_loss(y, fake[: len(x)])
-        if not self.losses_are_finite({"D": d_loss}, "discriminator"):
+        if not self.step(opt_d, d_loss, "discriminator"):
             return
-        self.step(opt_d, d_loss)
 
         with self.toggled_optimizer(opt_g):
             terms, patches = self.generator_losses(x, y, fake, flipped)
             total = self.weighted_total(terms)
-            if not self.losses_are_finite({**terms, "total": total}, "generator"):
+            if not self.step(opt_g, total, "generator", terms):
                 return
-            self.step(opt_g, total)
 
         logged = {f"loss_{k}": v for k, v in terms.items()}
         logged["loss_G_total"] = total
@@ -331,6 +329,5 @@ class NegCUT(CUT):
                 for p in patches
             ]
         ).mean()
-        if self.losses_are_finite({"N": loss}, "negative generator"):
-            self.step(opt_n, loss)
+        self.step(opt_n, loss, "negative generator")
         return {"loss_N": loss}

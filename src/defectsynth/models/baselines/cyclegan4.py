@@ -141,15 +141,12 @@ class CycleGAN4(GANModule):
             terms = self.generator_losses(x, y4, fake_y4, fake_x)
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
-            if not self.losses_are_finite({**terms, "total": total}, "generator"):
+            if not self.step(opt_g, total, "generator", terms):
                 return
-            self.step(opt_g, total)
 
         d_losses = self.discriminator_losses(x, y4, fake_y4.detach(), fake_x.detach())
-        if not self.losses_are_finite(d_losses, "discriminator"):
-            return
-        for value, opt in zip(d_losses.values(), opt_ds, strict=True):
-            self.step(opt, value)
+        for (name, value), opt in zip(d_losses.items(), opt_ds, strict=True):
+            self.step(opt, value, f"discriminator {name}")
 
         logged = {f"loss_{k}": v for k, v in terms.items()}
         logged["loss_G_total"] = total

@@ -186,13 +186,11 @@ class DCGAN4(GANModule):
 
         pooled = self.pools["Y"].query(fake.detach()) if self.pools else fake.detach()
         d_loss = bce_discriminator_loss(self.D(real), self.D(pooled))
-        if not self.losses_are_finite({"D": d_loss}, "discriminator"):
+        if not self.step(opt_d, d_loss, "discriminator"):
             return
-        self.step(opt_d, d_loss)
 
         with self.toggled_optimizer(opt_g):
             g_loss = nonsaturating_generator_loss(self.D(fake))
-            if not self.losses_are_finite({"G": g_loss}, "generator"):
+            if not self.step(opt_g, g_loss, "generator"):
                 return
-            self.step(opt_g, g_loss)
         self.log_losses({"loss_D": d_loss, "loss_G": g_loss}, batch_size=len(real))
