@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from defectsynth.callbacks import LastCheckpoint
 from defectsynth.checkpoint import SafeCheckpointIO
 from defectsynth.models.base import TrainingDivergedError
 from defectsynth.models.defect_gan import DefectGAN
@@ -97,9 +98,7 @@ def fit_with_nan(policy: str, tmp_path) -> tuple[DefectGAN, L.Trainer]:
         enable_model_summary=False,
         default_root_dir=tmp_path,
         plugins=[SafeCheckpointIO()],
-        callbacks=[
-            L.pytorch.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=4, save_last=True)
-        ],
+        callbacks=[LastCheckpoint(str(tmp_path), every_n_batches=1)],
     )
     trainer.fit(model, DataLoader(data, batch_size=1))
     return model, trainer

@@ -86,7 +86,7 @@ def run_cell(cfg: DictConfig, cell: Cell, out: Path, networks: Networks) -> dict
             f"model={cell.model}",
             f"ablation={cell.ablation}",
             f"product={cell.product}",
-            f"experiment={cfg.scale}",
+            f"experiment={cfg.preset}",
             *cfg.train_overrides,
         ],
         folder / "train",
@@ -171,7 +171,7 @@ def tables(cfg: DictConfig) -> dict[str, float]:
     reports = {cell: run_cell(cfg, cell, out, networks) for cell in cells}
     rows, keys = build_rows(cfg, reports)
     name = cfg.table.name
-    text = f"# {cfg.table.title} (scale: {cfg.scale})\n\n" + markdown_table(rows, keys)
+    text = f"# {cfg.table.title} (scale: {cfg.preset})\n\n" + markdown_table(rows, keys)
     write_text(text, out / f"{name}.md")
     write_text(csv_text(rows), out / f"{name}.csv")
     log.info("%s written to %s in %.0f s", name, out, time.perf_counter() - start)

@@ -1,0 +1,635 @@
+"""The jobs behind ``src/inspection.py`` (Table 4) and ``src/segmentation.py``.
+
+Per product and split: choose the split by protocol, make the synthetic sets (the generator's,
+cut-paste, baselines'), then per backbone (or U-Net), training set and seed: fit with Lightning,
+keep the best validation epoch, measure on the real test set. A run whose ``metrics.json`` exists
+is reused, so an interrupted study resumes where it stopped (rerun with
+``hydra.run.dir=<its folder>``).
+
+Run folder::
+
+    table4.md / table4.csv / table4.json          (segmentation.{md,csv,json})
+    <category>-<defect>/split<seed>/splits.json   every file of every part of the split
+    <category>-<defect>/split<seed>/synthetic/<set>/  synthetic sets (generate.py layout)
+    <category>-<defect>/runs/<net>-<set>-seed<k>/metrics.json (+ logger folders)
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from defectsynth import config as _config  # noqa: F401  (registers resolvers)
+from defectsynth.errors import ConfigError, DataError
+from defectsynth.evaluation import csv_text
+from defectsynth.inspection.classifier import BACKBONES, DefectClassifier, check_pretrained_weights
+from defectsynth.inspection.data import (
+    LabelledImages,
+    StudyDataModule,
+    real_image,
+    real_mask,
+    to_image_tensor,
+    to_mask_tensor,
+)
+from defectsynth.inspection.fitting import (
+    finish_wandb,
+    fit,
+    log_table_to_wandb,
+    quiet_lightning,
+    run_loggers,
+)
+from defectsynth.inspection.metrics import (
+    always_defect_free,
+    classification_metrics,
+    format_mean_std,
+    mean_of,
+    segmentation_metrics,
+    summarize,
+)
+from defectsynth.inspection.segmenter import DefectSegmenter
+from defectsynth.inspection.sources import (
+    CUT_PASTE,
+    Input,
+    Product,
+    SyntheticSet,
+    attach_baselines,
+    composite_set,
+    cutpaste_set,
+    ensure_generator,
+    generate_set,
+    product_of,
+    read_set,
+    slug,
+)
+from defectsynth.inspection.splits import (
+    PROTOCOL_TEXT,
+    InspectionSplit,
+    check_protocol,
+    check_synthetic_sources,
+    make_split,
+    split_synthetic,
+)
+from defectsynth.utils.io import check_output_dir, write_text
+
+log = logging.getLogger(__name__)
+TRIVIAL = "Always defect-free"
+CLASSIFICATION_COLUMNS = (  # key, header, scale, digits
+    ("accuracy", "Accuracy (%)", 100.0, 2),
+    ("precision", "Precision", 1.0, 2),
+    ("recall", "Recall", 1.0, 2),
+    ("f1", "F1", 1.0, 2),
+    ("auroc", "AUROC", 1.0, 3),
+    ("precision_macro", "Precision (macro)", 1.0, 2),
+    ("recall_macro", "Recall (macro)", 1.0, 2),
+)
+SEGMENTATION_COLUMNS = (
+    ("pixel_auroc", "Pixel AUROC", 1.0, 3),
+    ("pixel_ap", "Pixel AP", 1.0, 3),
+    ("pixel_f1_max", "Pixel F1-max", 1.0, 3),
+    ("iou", "IoU@0.5", 1.0, 3),
+    ("image_auroc", "Image AUROC", 1.0, 3),
+)
+
+
+# ------------------------------------------------------------------------------ inputs
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _input(value: str, kind: str) -> Input:
+    parsed = Input.parse(value)
+    if parsed.kind != kind:
+        expected = "a checkpoint file" if kind == "ckpt" else "a folder written by src/generate.py"
+        raise ConfigError(f"{kind}={value!r} is not {expected}")
+    return parsed
+
+
+def resolve_products(cfg: DictConfig) -> list[Product]:
+    """One product per ``ckpt``/``samples`` entry; without either, one generator is trained (or
+    reused) per entry of ``products``."""
+    if cfg.get("input"):
+        raise ConfigError(
+            "input= is not used here: the study chooses the defect-free source images itself, "
+            "by protocol (split.synthetic_sources); give ckpt= or samples="
+        )
+    ckpts, samples = _as_list(cfg.get("ckpt")), _as_list(cfg.get("samples"))
+    if ckpts and samples:
+        raise ConfigError("give ckpt=<checkpoint(s)> or samples=<folder(s)>, not both")
+    inputs = [_input(c, "ckpt") for c in ckpts] + [_input(s, "samples") for s in samples]
+    if not inputs:
+        if cfg.data.get("category") or cfg.data.get("defect"):
+            raise ConfigError(
+                "product=/data.category= override the data of a given ckpt= or samples=; to "
+                "train generators for the study, list the products instead: products=[wood]"
+            )
+        generator = cfg.generator
+        inputs = [
+            Input(
+                "ckpt",
+                ensure_generator(
+                    product,
+                    str(generator.scale),
+                    list(generator.overrides),
+                    Path(generator.dir),
+                    cfg.paths.cache_dir,
+                ),
+            )
+            for product in cfg.products
+        ]
+    overrides = OmegaConf.to_container(cfg.data, resolve=True)
+    products = [product_of(i, overrides, cfg.paths.cache_dir) for i in inputs]
+    names = [p.name for p in products]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"two inputs are for the same product ({names}); give one each")
+    baselines = [Input.parse(b) for b in _as_list(cfg.get("baselines"))]
+    attach_baselines(products, baselines, str(cfg.protocol), overrides)
+    return products
+
+
+def split_seed_of(cfg: DictConfig, seed: int) -> int:
+    """``split.seed`` null: every training seed draws its own split; else one fixed split."""
+    return int(seed) if cfg.split.seed is None else int(cfg.split.seed)
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass
+class StudyData:
+    split: InspectionSplit
+    # the product's generator first, then (composite=true) its mask-composited images,
+    # cut-paste, the baselines
+    sets: list[SyntheticSet]
+
+
+def _synthetic(
+    cfg: DictConfig, source: Input, title: str, product: Product, split: InspectionSplit, out: Path
+) -> SyntheticSet:
+    if source.kind == "ckpt":
+        folder = out / "synthetic" / slug(title)
+        return generate_set(source.path, split.synthesis_sources, product, folder, cfg, title)
+    made = read_set(source.path, title)
+    pair = (made.info.get("category"), made.info.get("defect"))
+    if pair != (product.category, product.defect):
+        raise DataError(f"samples={source.path} holds {pair[0]}/{pair[1]}, not {product.name}")
+    return made
+
+
+def prepare(cfg: DictConfig, product: Product, split_seed: int, out: Path) -> StudyData:
+    """The split of ``product`` and every synthetic set, checked against the protocol."""
+    split = make_split(
+        product.gan_split,
+        cfg.protocol,
+        split_seed,
+        tuple(cfg.split.normal),
+        cfg.split.synthetic_sources,
+    )
+    write_text(json.dumps(split.to_json(), indent=2) + "\n", out / "splits.json")
+    main = _synthetic(cfg, product.main, product.title, product, split, out)
+    check_synthetic_sources(main.sources, split, str(product.main.path))
+    sets = [main]
+    if cfg.get("composite"):
+        sets.append(
+            composite_set(main, product, out / "synthetic" / f"{slug(main.title)}_composite")
+        )
+    if cfg.cut_paste.enabled:
+        # the same source images (and count) as the generator's set: only the defects differ
+        if main.sources and all(s and Path(s).is_file() for s in main.sources):
+            targets = list(main.sources)
+        else:
+            n = int(cfg.n_per_image)
+            targets = [str(p) for p in split.synthesis_sources for _ in range(n)]
+        folder = out / "synthetic" / slug(CUT_PASTE)
+        sets.append(
+            cutpaste_set(
+                targets, product, split.donors, folder, split_seed, float(cfg.cut_paste.edge_alpha)
+            )
+        )
+    for baseline, title in product.baselines:
+        made = _synthetic(cfg, baseline, title, product, split, out)
+        check_synthetic_sources(made.sources, split, str(baseline.path))
+        sets.append(made)
+    log.info(
+        "%s split %d (%s): %s; synthetic sets: %s",
+        product.name,
+        split_seed,
+        split.protocol,
+        split.counts(),
+        ", ".join(f"{s.title} ({len(s.images)})" for s in sets),
+    )
+    return StudyData(split, sets)
+
+
+def _real_images(product: Product, paths: Sequence[Path], size: int) -> torch.Tensor:
+    base, cache = product.base_size, product.datamodule.cache
+    return to_image_tensor([real_image(cache, p, base) for p in paths], size)
+
+
+def _zeros(n: int, size: int) -> torch.Tensor:
+    return torch.zeros(n, 1, size, size, dtype=torch.uint8)
+
+
+def build_sets(
+    cfg: DictConfig,
+    product: Product,
+    data: StudyData,
+    synthetic: SyntheticSet,
+    size: int,
+    with_masks: bool,
+) -> tuple[LabelledImages, LabelledImages, LabelledImages]:
+    """(train, val, test): defect-free 60/20/20 + synthetic 80/20/0 + real defects 0/0/100;
+    with masks (empty for defect-free images) for the segmentation study."""
+    split = data.split
+    train_idx, val_idx = split_synthetic(
+        synthetic.sources, float(cfg.split.synthetic_val), split.seed
+    )
+    images = to_image_tensor(synthetic.images, size)
+    masks = to_mask_tensor(synthetic.masks, size) if with_masks and synthetic.masks else None
+
+    def normal(paths: Sequence[Path]) -> LabelledImages:
+        return LabelledImages.of(
+            _real_images(product, paths, size), 0, _zeros(len(paths), size) if with_masks else None
+        )
+
+    def fake(indices: list[int]) -> LabelledImages:
+        return LabelledImages.of(images[indices], 1, masks[indices] if masks is not None else None)
+
+    defects = split.defect_test
+    cache, base = product.datamodule.cache, product.base_size
+    real = LabelledImages.of(
+        _real_images(product, [s.image for s in defects], size),
+        1,
+        to_mask_tensor([real_mask(cache, s.mask, base) for s in defects], size)
+        if with_masks
+        else None,
+    )
+    train = LabelledImages.concat([normal(split.normal_train), fake(train_idx)])
+    val = LabelledImages.concat([normal(split.normal_val), fake(val_idx)])
+    test = LabelledImages.concat([normal(split.normal_test), real])
+    return train, val, test
+
+
+# ------------------------------------------------------------------------------ one run
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _run(
+    cfg: DictConfig,
+    kind: str,
+    network: str,
+    product: Product,
+    data: StudyData,
+    synthetic: SyntheticSet,
+    seed: int,
+    out: Path,
+) -> dict[str, Any]:
+    """Train one network on one training set with one seed; ``metrics.json`` in its folder."""
+    folder = out / product.name / "runs" / f"{network}-{synthetic.key}-seed{seed}"
+    metrics_file = folder / "metrics.json"
+    if metrics_file.is_file():
+        log.info("reusing %s", metrics_file)
+        return json.loads(metrics_file.read_text())["metrics"]
+    segmentation = kind == "segmentation"
+    options = cfg.segmenter if segmentation else cfg.train
+    size = int(options.image_size or product.base_size)
+    train, val, test = build_sets(cfg, product, data, synthetic, size, segmentation)
+    L.seed_everything(seed, workers=True)
+    if segmentation:
+        module: Any = DefectSegmenter(
+            width=options.width,
+            levels=options.levels,
+            lr=options.lr,
+            dice_weight=options.dice_weight,
+            flips=options.flips,
+        )
+    else:
+        module = DefectClassifier(
+            backbone=network,
+            pretrained=bool(cfg.classifier.pretrained),
+            lr=options.lr,
+            betas=tuple(options.betas),
+            weight_decay=options.weight_decay,
+            flips=options.flips,
+        )
+    datamodule = StudyDataModule(train, val, test, int(options.batch_size), seed)
+    name = f"{product.name}/{network}/{synthetic.key}/seed{seed}"
+    loggers = run_loggers(cfg, folder, name, group=f"{kind}-{product.name}")
+    fitted = fit(module, datamodule, options, folder, loggers)
+    scores = module.scores(test.images)
+    if segmentation:
+        assert test.masks is not None
+        metrics = segmentation_metrics(
+            scores, test.masks, test.labels, float(options.threshold), str(options.pixel_set)
+        )
+    else:
+        metrics = classification_metrics(scores, test.labels, float(options.threshold))
+    for logger in loggers:
+        logger.log_metrics({f"test/{k}": v for k, v in _numbers(metrics).items()})
+        logger.finalize("success")
+    finish_wandb()
+    record = {
+        "metrics": metrics,
+        "fit": fitted,
+        "network": network,
+        "training_set": synthetic.title,
+        "product": product.label,
+        "protocol": data.split.protocol,
+        "seed": seed,
+        "split_seed": data.split.seed,
+        "image_size": size,
+        "counts": {"train": train.counts(), "val": val.counts(), "test": test.counts()},
+    }
+    if not segmentation:
+        record["test_scores"] = [round(float(s), 6) for s in scores]
+        record["test_labels"] = [int(v) for v in test.labels]
+    write_text(json.dumps(record, indent=2) + "\n", metrics_file)
+    log.info("%s: %s", name, {k: round(v, 4) for k, v in _numbers(metrics).items()})
+    del module, datamodule
+    gc.collect()  # dozens of fits in one process: free each network before the next
+    return metrics
+
+
+# ------------------------------------------------------------------------------ tables
+def _cells(summary: dict[str, Any], columns: Sequence[tuple]) -> list[str]:
+    return [format_mean_std(summary.get(key), scale, digits) for key, _, scale, digits in columns]
+
+
+def _average(summaries: Sequence[dict[str, Any]], columns: Sequence[tuple]) -> list[str]:
+    cells = []
+    for key, _, scale, digits in columns:
+        means = [mean_of(s, key) for s in summaries]
+        defined = [m for m in means if m is not None]
+        cells.append(f"{sum(defined) / len(defined) * scale:.{digits}f}" if defined else "–")
+    return cells
+
+
+def markdown(
+    header: Sequence[str], rows: Sequence[Sequence[str]], title: str, notes: Sequence[str]
+) -> str:
+    lines = [f"# {title}", "", *notes, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_row(
+    labels: dict[str, Any], summary: dict[str, Any], columns: Sequence[tuple]
+) -> dict[str, Any]:
+    row = dict(labels)
+    row["n_seeds"] = summary.get("n_runs")
+    for key, *_ in columns:
+        entry = summary.get(key)
+        row[f"{key}_mean"] = entry["mean"] if isinstance(entry, dict) else None
+        row[f"{key}_std"] = entry["std"] if isinstance(entry, dict) else None
+    if "confusion_matrix" in summary:
+        (tn, fp), (fn, tp) = summary["confusion_matrix"]
+        row.update(tn=tn, fp=fp, fn=fn, tp=tp)
+    return row
+
+
+@dataclass
+class Group:
+    """One table group: a network (or the trivial classifier) trained on one set, all products."""
+
+    network: str
+    training_set: str
+    per_product: dict[str, dict[str, Any]]  # product label → summary over seeds
+
+
+def build_table(
+    groups: Sequence[Group], columns: Sequence[tuple], first: Sequence[str]
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """Markdown rows (with an ``Avg`` row per group when there are several products) and CSV
+    rows of the groups."""
+    rows, csv_rows = [], []
+    for group in groups:
+        for product, summary in group.per_product.items():
+            rows.append([group.network, group.training_set, product, *_cells(summary, columns)])
+            labels = dict(zip(first, (group.network, group.training_set, product), strict=True))
+            csv_rows.append(_csv_row(labels, summary, columns))
+        if len(group.per_product) > 1:
+            average = _average(list(group.per_product.values()), columns)
+            rows.append([group.network, group.training_set, "Avg", *average])
+    return rows, csv_rows
+
+
+def write_table(
+    cfg: DictConfig,
+    name: str,
+    title: str,
+    notes: Sequence[str],
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    csv_rows: Sequence[dict[str, Any]],
+    record: dict[str, Any],
+) -> str:
+    out = Path(cfg.paths.output_dir)
+    text = markdown(header, rows, title, notes)
+    log_table_to_wandb(cfg, out, name, list(header), [list(r) for r in rows])
+    write_text(text, out / f"{name}.md")
+    write_text(csv_text(list(csv_rows)), out / f"{name}.csv")
+    write_text(json.dumps(record, indent=2, default=str) + "\n", out / f"{name}.json")
+    return text
+
+
+# ------------------------------------------------------------------------------ jobs
+def _check_common(cfg: DictConfig) -> list[int]:
+    check_protocol(cfg.protocol)
+    seeds = [int(s) for s in _as_list(cfg.seeds)]
+    if not seeds:
+        raise ConfigError("seeds=[...] must list at least one seed")
+    return seeds
+
+
+def _count_notes(data_by_product: dict[str, StudyData], products: Sequence[Product]) -> list[str]:
+    notes = []
+    for product in products:
+        data = data_by_product[product.name]
+        c = data.split.counts()
+        sets = ", ".join(f"{s.title} {len(s.images)}" for s in data.sets)
+        notes.append(
+            f"- {product.label}: defect-free {c['normal_train']}/{c['normal_val']}/"
+            f"{c['normal_test']} (train/val/test); real defects in test: {c['defect_test']}; "
+            f"synthetic sets (80/20 train/val by source image): {sets}"
+        )
+    return notes
+
+
+def _study(cfg: DictConfig, kind: str) -> tuple[list[Product], dict, dict, list[int], float]:
+    """Shared by both jobs: resolve inputs, then train and measure every run."""
+    out = Path(cfg.paths.output_dir)
+    check_output_dir(out)
+    seeds = _check_common(cfg)
+    quiet_lightning()
+    networks = ["unet"] if kind == "segmentation" else [str(b) for b in cfg.backbones]
+    if kind == "classification":
+        for backbone in networks:
+            if backbone not in BACKBONES:
+                raise ConfigError(
+                    f"backbones: {backbone!r} is not supported; choose from {list(BACKBONES)}"
+                )
+            if cfg.classifier.pretrained:
+                check_pretrained_weights(backbone)  # before any work
+    start = time.perf_counter()
+    products = resolve_products(cfg)
+    results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    trivial: dict[str, dict[int, dict[str, Any]]] = {}
+    first_data: dict[str, StudyData] = {}
+    for product in products:
+        prepared: dict[int, StudyData] = {}
+        for seed in seeds:
+            split_seed = split_seed_of(cfg, seed)
+            if split_seed not in prepared:
+                prepared[split_seed] = prepare(
+                    cfg, product, split_seed, out / product.name / f"split{split_seed}"
+                )
+            data = prepared[split_seed]
+            first_data.setdefault(product.name, data)
+            sets = data.sets
+            if kind == "segmentation":
+                for skipped in (s for s in sets if s.masks is None):
+                    log.warning("%s has no masks: not a segmentation training set", skipped.title)
+                sets = [s for s in sets if s.masks is not None]
+                if not sets:
+                    raise DataError(f"no training set of {product.name} has masks")
+            else:
+                defects = len(data.split.defect_test)
+                labels = torch.cat([torch.zeros(len(data.split.normal_test)), torch.ones(defects)])
+                # deterministic given the split: one entry per split, not per training seed
+                trivial.setdefault(product.label, {})[split_seed] = always_defect_free(labels)
+            for network in networks:
+                for synthetic in sets:
+                    metrics = _run(cfg, kind, network, product, data, synthetic, seed, out)
+                    key = (network, synthetic.title, product.label)
+                    results.setdefault(key, []).append(metrics)
+    return products, results, {"trivial": trivial, "data": first_data}, seeds, start
+
+
+def _groups(results: dict, titles: dict[str, str]) -> list[Group]:
+    groups: dict[tuple[str, str], Group] = {}
+    for (network, training_set, product), runs in results.items():
+        key = (network, training_set)
+        if key not in groups:
+            groups[key] = Group(titles.get(network, network), training_set, {})
+        groups[key].per_product[product] = summarize(runs)
+    return list(groups.values())
+
+
+def _notes(cfg: DictConfig, seeds: list[int], extra: Sequence[str], seconds: float) -> list[str]:
+    seed_text = f"seeds {seeds} (mean ± sample std)" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return [
+        f"Protocol **{cfg.protocol}** — {PROTOCOL_TEXT[cfg.protocol]}.",
+        f"Scale `{cfg.preset}`, {seed_text}, wall time {seconds:.0f} s.",
+        "",
+        *extra,
+    ]
+
+
+def inspection(cfg: DictConfig) -> dict[str, float]:
+    """Table 4: binary classifiers trained on real defect-free + synthetic defective images,
+    tested on real images."""
+    products, results, extra, seeds, start = _study(cfg, "classification")
+    titles = {name: spec.title for name, spec in BACKBONES.items()}
+    trivial = Group(
+        TRIVIAL, "–", {p: summarize(list(r.values())) for p, r in extra["trivial"].items()}
+    )
+    groups = [trivial, *_groups(results, titles)]
+    first = ("Backbone", "Training defects", "Product (Defect)")
+    rows, csv_rows = build_table(groups, CLASSIFICATION_COLUMNS, first)
+    for row in csv_rows:
+        row["protocol"] = cfg.protocol
+    seconds = time.perf_counter() - start
+    notes = _notes(
+        cfg,
+        seeds,
+        [
+            *_count_notes(extra["data"], products),
+            "- Precision, recall, F1: the defective class, at P(defective) ≥ "
+            f"{cfg.train.threshold}; (macro): the mean over both classes, the reading of the "
+            "paper's Table 4. A row without synthetic data cannot exist (no defective training "
+            f"image); {CUT_PASTE} pastes real training defects instead.",
+        ],
+        seconds,
+    )
+    header = [*first, *(title for _, title, *_ in CLASSIFICATION_COLUMNS)]
+    title = f"Table 4 — defect inspection ({cfg.protocol} protocol)"
+    record = {
+        "protocol": cfg.protocol,
+        "preset": cfg.preset,
+        "seeds": seeds,
+        "seconds": round(seconds, 1),
+        "rows": csv_rows,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    text = write_table(cfg, "table4", title, notes, header, rows, csv_rows, record)
+    print(text)
+    return _return_values(groups[1:], "accuracy")
+
+
+def segmentation(cfg: DictConfig) -> dict[str, float]:
+    """A U-Net trained on synthetic (image, mask) pairs + defect-free images with empty masks,
+    tested on real defects with their ground truth and the defect-free test pool."""
+    products, results, extra, seeds, start = _study(cfg, "segmentation")
+    groups = _groups(results, {"unet": "U-Net"})
+    first = ("Segmenter", "Training pairs", "Product (Defect)")
+    rows, csv_rows = build_table(groups, SEGMENTATION_COLUMNS, first)
+    for row in csv_rows:
+        row["protocol"] = cfg.protocol
+    seconds = time.perf_counter() - start
+    pixel_set = (
+        "all test images (real defects + the defect-free test pool)"
+        if cfg.segmenter.pixel_set == "all"
+        else "the real defect images only"
+    )
+    notes = _notes(
+        cfg,
+        seeds,
+        [
+            *_count_notes(extra["data"], products),
+            f"- Pixel metrics over {pixel_set}; F1-max: best F1 over all thresholds (oracle); "
+            f"IoU at the fixed threshold {cfg.segmenter.threshold}; image AUROC of the maximum "
+            "pixel score.",
+        ],
+        seconds,
+    )
+    header = [*first, *(title for _, title, *_ in SEGMENTATION_COLUMNS)]
+    title = f"Segmentation study of the synthetic masks ({cfg.protocol} protocol)"
+    record = {
+        "protocol": cfg.protocol,
+        "preset": cfg.preset,
+        "seeds": seeds,
+        "seconds": round(seconds, 1),
+        "rows": csv_rows,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    text = write_table(cfg, "segmentation", title, notes, header, rows, csv_rows, record)
+    print(text)
+    return _return_values(groups, "pixel_ap")
+
+
+def _return_values(groups: Sequence[Group], key: str) -> dict[str, float]:
+    """Flat numbers for Hydra sweepers: ``<network>/<set>/<product>/<metric>``."""
+    values = {}
+    for group in groups:
+        for product, summary in group.per_product.items():
+            for metric, entry in summary.items():
+                if isinstance(entry, dict) and entry.get("mean") is not None:
+                    values[f"{group.network}/{group.training_set}/{product}/{metric}"] = entry[
+                        "mean"
+                    ]
+    summaries = [s for g in groups for s in g.per_product.values()]
+    values[key] = sum(mean_of(s, key) or 0.0 for s in summaries) / max(1, len(summaries))
+    return values

@@ -1,0 +1,100 @@
+"""Classifier backbones, pretrained weights offline, the U-Net, sampling and best weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torchvision
+from omegaconf import OmegaConf
+
+from defectsynth.errors import ConfigError
+from defectsynth.inspection.classifier import DefectClassifier, build_backbone
+from defectsynth.inspection.data import (
+    LabelledImages,
+    StudyDataModule,
+    random_flips,
+    to_model_input,
+)
+from defectsynth.inspection.fitting import fit
+from defectsynth.inspection.segmenter import DefectSegmenter, UNet
+
+
+@pytest.fixture
+def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    return hub
+
+
+@pytest.mark.parametrize(
+    ("name", "file"),
+    [("resnet18", "resnet18-f37072fd.pth"), ("densenet121", "densenet121-a639ec97.pth")],
+)
+def test_pretrained_without_weights_names_the_file_and_folder(empty_hub, name, file):
+    with pytest.raises(ConfigError) as err:
+        build_backbone(name, pretrained=True)
+    assert file in str(err.value) and str(empty_hub / "checkpoints") in str(err.value)
+
+
+def test_pretrained_weights_load_from_the_hub_cache(empty_hub):
+    reference = torchvision.models.resnet18(weights=None)
+    (empty_hub / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), empty_hub / "checkpoints" / "resnet18-f37072fd.pth")
+    network = build_backbone("resnet18", pretrained=True)
+    assert torch.equal(network.conv1.weight, reference.conv1.weight)
+    assert network.fc.out_features == 1
+
+
+def test_densenet121_takes_one_training_step_at_32_px():
+    torch.manual_seed(0)
+    model = DefectClassifier("densenet121")
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    logits = model(to_model_input(images))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0]))
+    loss.backward()
+    assert torch.isfinite(loss) and model.net.classifier.weight.grad is not None
+
+
+def test_unet_keeps_the_resolution_and_rejects_bad_sizes():
+    net = UNet(width=4, levels=2)
+    assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 1, 16, 16)
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        net(torch.zeros(1, 3, 18, 18))
+
+
+def test_balanced_sampler_draws_both_classes_alike():
+    n_normal, n_defect = 90, 10
+    images = torch.zeros(n_normal + n_defect, 3, 4, 4, dtype=torch.uint8)
+    labels = torch.cat([torch.zeros(n_normal), torch.ones(n_defect)])
+    data = LabelledImages(images, labels)
+    module = StudyDataModule(data, data, data, batch_size=50, seed=0)
+    drawn = torch.cat([b["label"] for b in module.train_dataloader()])
+    assert len(drawn) == 100 and 30 <= int(drawn.sum()) <= 70
+    again = torch.cat([b["label"] for b in module.train_dataloader()])
+    assert torch.equal(drawn, again)  # seeded
+
+
+def test_flips_move_images_and_masks_together():
+    torch.manual_seed(0)
+    x = torch.arange(2 * 16, dtype=torch.float).view(2, 1, 4, 4).expand(2, 3, 4, 4)
+    x_out, m_out = random_flips(x, x[:, :1].clone())
+    assert torch.equal(x_out[:, :1], m_out)
+
+
+def test_fit_restores_the_best_validation_epoch(tmp_path: Path):
+    L.seed_everything(0)
+    images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)
+    masks = (torch.rand(12, 1, 16, 16) > 0.8).to(torch.uint8)
+    data = LabelledImages(images, torch.tensor([0.0, 1.0] * 6), masks)
+    module = DefectSegmenter(width=4, levels=2)
+    options = OmegaConf.create({"epochs": 3, "accelerator": "cpu"})
+    info = fit(module, StudyDataModule(data, data, data, batch_size=12), options, tmp_path, [])
+    assert info["best_epoch"] in (0, 1, 2) and info["best_val_loss"] is not None
+    x = images.float().div(127.5).sub(1)
+    module.eval()
+    with torch.no_grad():
+        loss = module._loss(module(x), masks.float())
+    assert float(loss) == pytest.approx(info["best_val_loss"], rel=1e-4)
