@@ -434,14 +434,26 @@ def write_table(
     header: Sequence[str],
     rows: Sequence[Sequence[str]],
     csv_rows: Sequence[dict[str, Any]],
-    record: dict[str, Any],
+    seeds: list[int],
+    seconds: float,
 ) -> str:
+    """``<name>.md``, ``.csv`` and ``.json`` (rows + resolved config) in the run folder, the
+    table in W&B, and the Markdown printed."""
     out = Path(cfg.paths.output_dir)
+    record = {
+        "protocol": cfg.protocol,
+        "preset": cfg.preset,
+        "seeds": seeds,
+        "seconds": round(seconds, 1),
+        "rows": list(csv_rows),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
     text = markdown(header, rows, title, notes)
     log_table_to_wandb(cfg, out, name, list(header), [list(r) for r in rows])
     write_text(text, out / f"{name}.md")
     write_text(csv_text(list(csv_rows)), out / f"{name}.csv")
     write_text(json.dumps(record, indent=2, default=str) + "\n", out / f"{name}.json")
+    print(text)
     return text
 
 
@@ -566,16 +578,7 @@ def inspection(cfg: DictConfig) -> dict[str, float]:
     )
     header = [*first, *(title for _, title, *_ in CLASSIFICATION_COLUMNS)]
     title = f"Table 4 — defect inspection ({cfg.protocol} protocol)"
-    record = {
-        "protocol": cfg.protocol,
-        "preset": cfg.preset,
-        "seeds": seeds,
-        "seconds": round(seconds, 1),
-        "rows": csv_rows,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    text = write_table(cfg, "table4", title, notes, header, rows, csv_rows, record)
-    print(text)
+    write_table(cfg, "table4", title, notes, header, rows, csv_rows, seeds, seconds)
     return _return_values(groups[1:], "accuracy")
 
 
@@ -607,16 +610,7 @@ def segmentation(cfg: DictConfig) -> dict[str, float]:
     )
     header = [*first, *(title for _, title, *_ in SEGMENTATION_COLUMNS)]
     title = f"Segmentation study of the synthetic masks ({cfg.protocol} protocol)"
-    record = {
-        "protocol": cfg.protocol,
-        "preset": cfg.preset,
-        "seeds": seeds,
-        "seconds": round(seconds, 1),
-        "rows": csv_rows,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    text = write_table(cfg, "segmentation", title, notes, header, rows, csv_rows, record)
-    print(text)
+    write_table(cfg, "segmentation", title, notes, header, rows, csv_rows, seeds, seconds)
     return _return_values(groups, "pixel_ap")
 
 
