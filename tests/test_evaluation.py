@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import open_dict
 from PIL import Image
 
 from defectsynth.evaluation import Networks, evaluate
+from defectsynth.generation import loggers_for
 from tests.helpers import REPO, run_script
 
 METRIC_KEYS = {"fid64", "fid2048", "kid", "lpips", "dist_to_train", "ic_lpips", "mask_coherence"}
@@ -47,17 +49,18 @@ def evaluate_cfg(tmp_path: Path, cache_dir: Path, *overrides: str):
     return cfg
 
 
-def test_generate_writes_a_dataset_in_mvtec_layout(smoke_run, cache_dir, tmp_path):
+def test_generate_writes_a_dataset_in_mvtec_layout(smoke_run, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the default logger, as a user runs it
     out = tmp_path / "synthetic"
     run_script(
         "generate.py",
         f"ckpt={smoke_run}/checkpoints/last.ckpt",
         f"out={out}",
         "n_per_image=2",
-        "logger=none",
         f"hydra.run.dir={tmp_path / 'run'}",
         cache_dir=cache_dir,
     )
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     images = sorted((out / "tile" / "test" / "crack_synthetic").glob("*.png"))
     masks = sorted((out / "tile" / "ground_truth" / "crack_synthetic").glob("*_mask.png"))
     assert len(images) == len(masks) == 3 * 2  # 3 normal test images × 2 variants
@@ -115,8 +118,9 @@ def test_evaluating_the_real_defects_themselves_gives_zero_fid(smoke_run, cache_
 
 
 def test_evaluate_cli_on_samples_skips_missing_lpips_with_the_reason(
-    smoke_run, cache_dir, tmp_path
+    smoke_run, cache_dir, tmp_path, monkeypatch
 ):
+    monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "synthetic"
     run_script(
         "generate.py",
@@ -129,7 +133,6 @@ def test_evaluate_cli_on_samples_skips_missing_lpips_with_the_reason(
     proc = run_script(
         "evaluate.py",
         f"samples={out}",
-        "logger=none",
         "metrics.skip_missing=true",
         "metrics.weights_dir=/nonexistent-weights",
         f"hydra.run.dir={tmp_path / 'ev'}",
@@ -140,6 +143,20 @@ def test_evaluate_cli_on_samples_skips_missing_lpips_with_the_reason(
     if report["metrics"]["lpips"] is None:  # no AlexNet weights on this machine
         assert "alexnet-owt-7be5be79.pth" in report["skipped"]["lpips"]
     assert report["metrics"]["mask_coherence"]["iou"] is not None
+    assert list((tmp_path / "ev" / "wandb").glob("offline-run-*"))  # the default logger works
+
+
+@pytest.mark.parametrize("app", ["generate", "evaluate"])
+def test_wandb_run_is_grouped_by_the_data_of_the_checkpoint(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(app, overrides=["ckpt=model.ckpt"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    loggers = loggers_for(cfg, {"category": "tile", "defect": "crack"})
+    (wandb,) = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    assert wandb._wandb_init["group"] == "tile-crack"
+    assert cfg.data.category is None  # the caller's config is left as it was
 
 
 def test_missing_weights_stop_before_any_work(smoke_run, cache_dir, tmp_path, monkeypatch):

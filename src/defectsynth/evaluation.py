@@ -31,9 +31,8 @@ from defectsynth import metrics as M
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.transforms import EvalTransform
 from defectsynth.errors import ConfigError, DataError
-from defectsynth.generation import datamodule_from, run_synthesis
+from defectsynth.generation import datamodule_from, log_grid_to_wandb, loggers_for, run_synthesis
 from defectsynth.synthesis import read_info, read_manifest, resolve_device
-from defectsynth.training import instantiate_loggers
 from defectsynth.utils.io import write_text
 
 log = logging.getLogger(__name__)
@@ -281,18 +280,20 @@ def evaluate(cfg: DictConfig, networks: Networks | None = None) -> dict[str, flo
     """Generate (``ckpt=``) or read (``samples=``) synthetic data, measure it, write reports."""
     out = Path(cfg.paths.output_dir)
     suite = MetricSuite(cfg.metrics, networks, resolve_device(cfg.device)).prepare()
-    loggers = instantiate_loggers(cfg)
     if cfg.get("samples"):
         folder = Path(cfg.samples)
     elif cfg.get("ckpt"):
         folder = out / "samples"
-        run_synthesis(cfg, folder, loggers)
+        run_synthesis(cfg, folder)
     else:
         raise ConfigError(
             "give ckpt=<checkpoint> (generate, then evaluate) or samples=<folder "
             "written by src/generate.py>"
         )
     info = read_info(folder)
+    loggers = loggers_for(cfg, info)
+    if not cfg.get("samples"):
+        log_grid_to_wandb(loggers, folder)
     overrides = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = datamodule_from(
         {"datamodule_hyper_parameters": info["data"]}, overrides, cfg.paths.cache_dir

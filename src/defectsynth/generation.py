@@ -72,17 +72,28 @@ def split_sources(datamodule: DefectDataModule, split: str) -> tuple[torch.Tenso
     return torch.stack([dataset[i]["image"] for i in range(len(dataset))]), [str(p) for p in paths]
 
 
-def log_grid_to_wandb(loggers: list, layout: SynthesisLayout, key: str = "synthesis/grid") -> None:
-    if not layout.grid.is_file():
+def log_grid_to_wandb(loggers: list, out: Path, key: str = "synthesis/grid") -> None:
+    """The grid of a synthesis folder ``out`` (see ``SynthesisLayout``) as a W&B image."""
+    grid = Path(out) / "grid.png"
+    if not grid.is_file():
         return
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(
-                key, images=[str(layout.grid)], caption=["source | synthetic | mask | overlay"]
-            )
+            caption = "source | synthetic | mask | overlay"
+            logger.log_image(key, images=[str(grid)], caption=[caption])
 
 
-def run_synthesis(cfg: DictConfig, out: Path, loggers: list | None = None) -> dict[str, Any]:
+def loggers_for(cfg: DictConfig, info: dict[str, Any]) -> list:
+    """The configured loggers, created once the data is known (it may come from the checkpoint
+    or a samples folder), so a W&B run is grouped with the training run of its product."""
+    cfg = cfg.copy()
+    for key in ("category", "defect"):
+        if OmegaConf.select(cfg, f"data.{key}") is None:
+            OmegaConf.update(cfg, f"data.{key}", info[key], force_add=True)
+    return instantiate_loggers(cfg)
+
+
+def run_synthesis(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Load ``cfg.ckpt``, translate the chosen sources (a latent model: sample as many items,
     from the seeds ``cfg.seed`` + i), write everything under ``out``."""
     device = resolve_device(cfg.device)
@@ -133,7 +144,6 @@ def run_synthesis(cfg: DictConfig, out: Path, loggers: list | None = None) -> di
         "images_per_second": round(len(rows) / seconds, 3) if seconds > 0 else None,
     }
     write_info(layout, info)
-    log_grid_to_wandb(loggers or [], layout)
     log.info(
         "wrote %d synthetic images%s to %s (%.2f images/s)",
         len(rows),
@@ -146,5 +156,6 @@ def run_synthesis(cfg: DictConfig, out: Path, loggers: list | None = None) -> di
 
 def generate(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir)
-    info = run_synthesis(cfg, out, instantiate_loggers(cfg))
+    info = run_synthesis(cfg, out)
+    log_grid_to_wandb(loggers_for(cfg, info), out)
     return {"n_images": float(info["n_images"]), "images_per_second": info["images_per_second"]}
