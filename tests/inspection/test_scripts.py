@@ -63,13 +63,13 @@ def test_inspection_script_writes_table4(tiny_ckpt, cache_dir, tmp_path):
     assert record["image_size"] == 32 and len(record["test_scores"]) == 4
 
 
-def test_segmentation_script_writes_its_table(tiny_ckpt, cache_dir, tmp_path):
+def test_segmentation_script_writes_its_table(tiny_ckpt, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the default logger, as a user runs it
     run = tmp_path / "run"
     run_script(
         "segmentation.py",
         f"ckpt={tiny_ckpt}",
         "scale=smoke",
-        "logger=none",
         "protocol=paper",
         f"hydra.run.dir={run}",
         cache_dir=cache_dir,
@@ -85,6 +85,7 @@ def test_segmentation_script_writes_its_table(tiny_ckpt, cache_dir, tmp_path):
     )
     assert record["counts"]["test"] == {"defect_free": 2, "defective": 10}  # paper: all defects
     assert 0.0 <= record["metrics"]["pixel_auroc"] <= 1.0
+    assert list((run / "wandb").glob("offline-run-*"))  # the table's W&B run
 
 
 def test_pretrained_without_weights_stops_with_the_file_name(cache_dir, tmp_path, monkeypatch):
