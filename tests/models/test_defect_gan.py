@@ -94,6 +94,19 @@ def test_one_batch_steps_every_network_and_logs_the_weighted_total():
     assert trainer.global_step == 4  # manual optimisation: one count per optimizer step
 
 
+def test_inverse_mapping_has_the_same_architecture_and_never_runs_its_mask_branch():
+    torch.manual_seed(0)
+    model = DefectGAN(**TINY)
+    shapes = {k: v.shape for k, v in model.G.state_dict().items()}
+    assert {k: v.shape for k, v in model.F.state_dict().items()} == shapes
+    before = copy.deepcopy(model.F.mask_branch.state_dict())
+    fit(model)
+    # F's mask feeds no loss term: no gradient, hence Adam leaves its weights as initialised
+    assert all(p.grad is None for p in model.F.mask_branch.parameters())
+    for k, v in model.F.mask_branch.state_dict().items():
+        assert torch.equal(before[k], v)
+
+
 def test_generator_step_leaves_discriminators_without_gradients():
     torch.manual_seed(0)
     model = DefectGAN(**TINY)

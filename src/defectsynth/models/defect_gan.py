@@ -75,9 +75,10 @@ class DefectGAN(GANModule):
         enabled.pop("name", None)
         self.terms = (*BASE_TERMS, *(t for t in OPTIONAL_TERMS if enabled[t]))
 
-        self.G = DefectGenerator(**generator, with_mask=True)
-        # F's mask output would feed no loss term, so F is built without the mask branch
-        self.F = DefectGenerator(**generator, with_mask=False)
+        # F has G's architecture (as in the paper); its mask output feeds no loss term, so
+        # F always runs with ``with_mask=False`` and its mask branch costs no compute
+        self.G = DefectGenerator(**generator)
+        self.F = DefectGenerator(**generator)
         self.D_X = PatchDiscriminator(3, **discriminator)
         self.D_Y = PatchDiscriminator(3, **discriminator)
         self.D_C = PatchDiscriminator(4, **discriminator) if "coherence" in self.terms else None
@@ -122,7 +123,7 @@ class DefectGAN(GANModule):
     ) -> dict[str, torch.Tensor]:
         """Each unweighted term of Eq. 4 for one batch; G(x) and F(y) are computed by the caller
         once and reused for every term and for the discriminator steps."""
-        rec_x, _ = self.F(fake_y)
+        rec_x, _ = self.F(fake_y, with_mask=False)
         rec_y, _ = self.G(fake_x, with_mask=False)
         out = {
             "gan_G": losses.lsgan_generator_loss(self.D_Y(fake_y)),
@@ -132,7 +133,7 @@ class DefectGAN(GANModule):
         if self.weights["identity"]:
             out["identity"] = losses.identity_loss(
                 self.G(y, with_mask=False)[0], y
-            ) + losses.identity_loss(self.F(x)[0], x)
+            ) + losses.identity_loss(self.F(x, with_mask=False)[0], x)
         if "coherence" in self.terms:
             out["coherence"] = losses.lsgan_generator_loss(
                 self.D_C(losses.coherence_input(fake_y, fake_mask))
@@ -174,7 +175,7 @@ class DefectGAN(GANModule):
 
         with self.toggled_optimizer(opt_g):
             fake_y, fake_mask = self.G(x)
-            fake_x, _ = self.F(y)
+            fake_x, _ = self.F(y, with_mask=False)
             terms = self.generator_losses(x, y, fake_y, fake_mask, fake_x)
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
