@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -95,6 +97,27 @@ def test_multirun_grid_gives_one_folder_per_job_with_its_overrides(tmp_path, cac
         assert (job / "checkpoints" / "last.ckpt").is_file()
         seen.add((lam_c, lam_b))
     assert len(seen) == 4
+
+
+def test_failing_job_does_not_stop_the_sweep_and_the_summary_says_why(tmp_path, cache_dir):
+    proc = run_train(
+        "-m",
+        "experiment=smoke",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "data.category=no_such_product,tile",
+        f"hydra.sweep.dir={tmp_path}",
+        cache_dir=cache_dir,
+        check=False,
+    )
+    assert proc.returncode != 0  # the sweep reports that a job failed ...
+    jobs = json.loads((tmp_path / "summary.json").read_text())
+    assert [j["status"] for j in jobs] == ["failed", "completed"]  # ... after running them all
+    assert "data.category=no_such_product" in jobs[0]["overrides"]
+    assert "no_such_product" in jobs[0]["error"] and "tile" in jobs[0]["error"]
+    assert (Path(jobs[1]["output_dir"]) / "checkpoints" / "last.ckpt").is_file()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "2 job(s), 1 failed" in summary and "| 0 | failed |" in summary
 
 
 def test_real_mvtec_samples_train(tmp_path, cache_dir, mvtec_mini):

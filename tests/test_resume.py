@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -11,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from defectsynth.callbacks import LastCheckpoint
-from defectsynth.checkpoint import SafeCheckpointIO
+from defectsynth.checkpoint import SafeCheckpointIO, load_checkpoint
 from defectsynth.models.base import TrainingDivergedError
 from defectsynth.models.defect_gan import DefectGAN
 from tests.helpers import load, run_script
@@ -143,3 +145,27 @@ def test_full_disk_is_reported_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(io.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 2**20, 2**20))
     with pytest.raises(ConfigError, match=r"only 1 MiB free"):
         io.check_output_dir(tmp_path / "run")
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    io = SafeCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, path)
+
+    def killed_mid_write(obj, fh):
+        fh.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # e.g. the job is stopped while saving
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1  # the previous checkpoint, intact
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append(a), real_replace(a, b)))
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    assert load_checkpoint(path)["epoch"] == 2
+    # an atomic rename needs the temporary file on the checkpoint's own file system
+    assert [Path(a).parent for a in renames] == [path.parent]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from defectsynth.errors import DefectSynthError
+from defectsynth.utils.io import atomic_path
 
 
 class CheckpointError(DefectSynthError):
@@ -33,8 +35,26 @@ def load_checkpoint(path: Path | str, map_location: Any = "cpu") -> dict[str, An
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO (its save is already atomic: temp file, then move) with loading
-    restricted to ``weights_only`` and failures reported by file name."""
+    """Lightning's checkpoint IO with atomic local saves and loading restricted to
+    ``weights_only``, failures reported by file name.
+
+    Lightning's own save goes through a temporary file in the system temp folder and then
+    ``shutil.move``, which degrades to a non-atomic copy when that folder is on another file
+    system (a local /tmp and a network output folder); here the temporary file sits next to
+    the checkpoint and ``os.replace`` swaps it in, so a crash while saving leaves the previous
+    ``last.ckpt`` intact.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's way
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            torch.save(checkpoint, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def load_checkpoint(
         self, path: Any, map_location: Any = None, weights_only: bool | None = None
