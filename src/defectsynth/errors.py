@@ -13,5 +13,5 @@ class DataError(DefectSynthError):
     """The dataset on disk is missing, malformed or unusable."""
 
 
-class ConfigError(DefectSynthError):
+class ConfigError(DefectSynthError, ValueError):
     """A configuration option has a value the project cannot use."""

@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import random
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lightning as L
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from defectsynth.errors import DefectSynthError
+from defectsynth.errors import ConfigError, DefectSynthError
 from defectsynth.models.image_pool import ImagePool
 from defectsynth.models.schedule import LinearDecay
 
@@ -29,6 +29,26 @@ NAN_POLICIES = ("stop", "skip", "off")
 
 class TrainingDivergedError(DefectSynthError):
     """A loss became NaN or infinite."""
+
+
+def merged_options(
+    defaults: Mapping[str, Any], given: Mapping[str, Any] | None, option: str
+) -> dict[str, Any]:
+    """``defaults`` updated by ``given``; a key without a default is a typo in ``option``."""
+    merged = {**defaults, **(given or {})}
+    unknown = set(merged) - set(defaults)
+    if unknown:
+        raise ConfigError(
+            f"unknown {option} options {sorted(unknown)}; expected some of {sorted(defaults)}"
+        )
+    return merged
+
+
+def seeded_pools(pool_size: int, *names: str) -> dict[str, ImagePool]:
+    """One image pool per name, seeded from torch's RNG (so ``seed_everything`` fixes them)
+    and from different seeds; a pool of size 0 passes fakes through."""
+    seed = int(torch.randint(2**31 - 1, (1,)))
+    return {name: ImagePool(pool_size, seed=seed + i) for i, name in enumerate(names)}
 
 
 def compile_pays_off(setting: bool | str, device: torch.device, precision: str) -> bool:

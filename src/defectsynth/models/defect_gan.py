@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from defectsynth.models import losses
-from defectsynth.models.base import GANModule
+from defectsynth.models.base import GANModule, merged_options, seeded_pools
 from defectsynth.models.discriminator import PatchDiscriminator
 from defectsynth.models.generator import DefectGenerator
-from defectsynth.models.image_pool import ImagePool
 
 # λ name in the loss config → loss term it weighs
 LAMBDA_OF_TERM = {
@@ -28,6 +27,16 @@ LAMBDA_OF_TERM = {
     "identity": "lambda_id",
     "coherence": "lambda_c",
     "background": "lambda_b",
+}
+LOSS_DEFAULTS: dict[str, Any] = {
+    "lambda_gan": 1.0,
+    "lambda_gan_inverse": 1.0,
+    "lambda_cycle": 5.0,
+    "lambda_id": 10.0,
+    "lambda_c": 150.0,
+    "lambda_b": 0.05,
+    "background_region": "outside",
+    "background_reduction": "mean",
 }
 BASE_TERMS = ("gan_G", "gan_F", "cycle", "identity")
 OPTIONAL_TERMS = ("coherence", "background")
@@ -53,24 +62,7 @@ class DefectGAN(GANModule):
         self.save_hyperparameters()
         generator = dict(generator or {})
         discriminator = dict(discriminator or {})
-        self.loss_config = {
-            "lambda_gan": 1.0,
-            "lambda_gan_inverse": 1.0,
-            "lambda_cycle": 5.0,
-            "lambda_id": 10.0,
-            "lambda_c": 150.0,
-            "lambda_b": 0.05,
-            "background_region": "outside",
-            "background_reduction": "mean",
-            **(loss or {}),
-        }
-        unknown = set(self.loss_config) - {
-            *LAMBDA_OF_TERM.values(),
-            "background_region",
-            "background_reduction",
-        }
-        if unknown:
-            raise ValueError(f"unknown loss options {sorted(unknown)}")
+        self.loss_config = merged_options(LOSS_DEFAULTS, loss, "loss")
         enabled = {"coherence": True, "background": True, **(ablation or {})}
         enabled.pop("name", None)
         self.terms = (*BASE_TERMS, *(t for t in OPTIONAL_TERMS if enabled[t]))
@@ -82,11 +74,7 @@ class DefectGAN(GANModule):
         self.D_X = PatchDiscriminator(3, **discriminator)
         self.D_Y = PatchDiscriminator(3, **discriminator)
         self.D_C = PatchDiscriminator(4, **discriminator) if "coherence" in self.terms else None
-        seed = int(torch.randint(2**31 - 1, (1,)))
-        self.pools = {
-            "X": ImagePool(pool_size, seed=seed),
-            "Y": ImagePool(pool_size, seed=seed + 1),
-        }
+        self.pools = seeded_pools(pool_size, "X", "Y")
 
     # ------------------------------------------------------------------ structure
     @property

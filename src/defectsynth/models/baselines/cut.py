@@ -29,7 +29,7 @@ from torch import nn
 
 from defectsynth.errors import ConfigError
 from defectsynth.models import losses
-from defectsynth.models.base import GANModule
+from defectsynth.models.base import GANModule, merged_options, seeded_pools
 from defectsynth.models.baselines.patchnce import (
     NegativeGenerator,
     ProjectionHead,
@@ -40,7 +40,6 @@ from defectsynth.models.baselines.patchnce import (
 )
 from defectsynth.models.discriminator import PatchDiscriminator
 from defectsynth.models.generator import DefectGenerator, ResNetTrunk
-from defectsynth.models.image_pool import ImagePool
 
 # CUT's NCE layers 0, 4, 8, 12, 16 of its ResNet generator, named by what they are in
 # ResNetTrunk; "block<k>" is clamped to the trunk's number of residual blocks
@@ -162,10 +161,7 @@ class CUT(GANModule):
         )
         self.save_hyperparameters()
         generator = {"ngf": 64, "n_blocks": 9, "norm": "instance", **(generator or {})}
-        self.nce_config = {**NCE_DEFAULTS, **(nce or {})}
-        unknown = set(self.nce_config) - set(NCE_DEFAULTS)
-        if unknown:
-            raise ConfigError(f"unknown model.nce options {sorted(unknown)}")
+        self.nce_config = merged_options(NCE_DEFAULTS, nce, "model.nce")
         if init not in INITS:
             raise ConfigError(f"model.init={init!r}; expected one of {list(INITS)}")
         self.init = init
@@ -180,8 +176,7 @@ class CUT(GANModule):
         self.heads = nn.ModuleList(ProjectionHead(c, width) for c in self.layer_channels)
         if init == "xavier":
             xavier_init(self)
-        if pool_size > 0:  # CUT's default is no pool (its option pool_size=0)
-            self.pools = {"Y": ImagePool(pool_size, seed=int(torch.randint(2**31 - 1, (1,))))}
+        self.pools = seeded_pools(pool_size, "Y")  # CUT's default: no pool (pool_size=0)
 
     # ------------------------------------------------------------------ structure
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -253,8 +248,7 @@ class CUT(GANModule):
         )
 
     def discriminator_loss(self, y: torch.Tensor, fake_y: torch.Tensor) -> torch.Tensor:
-        if "Y" in self.pools:
-            fake_y = self.pools["Y"].query(fake_y)
+        fake_y = self.pools["Y"].query(fake_y)
         return losses.lsgan_discriminator_loss(self.D(y), self.D(fake_y.detach()))
 
     # ------------------------------------------------------------------ training
@@ -300,10 +294,7 @@ class NegCUT(CUT):
 
     def __init__(self, negatives: dict[str, Any] | None = None, **options: Any) -> None:
         super().__init__(**options)  # CUT's save_hyperparameters also records ``negatives``
-        config = {**NEGATIVE_DEFAULTS, **(negatives or {})}
-        unknown = set(config) - set(NEGATIVE_DEFAULTS)
-        if unknown:
-            raise ConfigError(f"unknown model.negatives options {sorted(unknown)}")
+        config = merged_options(NEGATIVE_DEFAULTS, negatives, "model.negatives")
         width = self.nce_config["head_width"]
         self.N = nn.ModuleList(
             NegativeGenerator(c, out_dim=width, **config) for c in self.layer_channels

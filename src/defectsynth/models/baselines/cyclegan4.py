@@ -19,13 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from defectsynth.errors import ConfigError
 from defectsynth.models import losses
-from defectsynth.models.base import GANModule
+from defectsynth.models.base import GANModule, merged_options, seeded_pools
 from defectsynth.models.baselines.channels import split_mask_channel, with_mask_channel
 from defectsynth.models.discriminator import PatchDiscriminator
 from defectsynth.models.generator import DefectGenerator
-from defectsynth.models.image_pool import ImagePool
 
 # loss term → its λ in the loss config; the defaults are the proposed model's (paper: cycle 5,
 # identity 10), so that the two differ only by the mask branch, L_C and L_B
@@ -67,20 +65,13 @@ class CycleGAN4(GANModule):
         )
         self.save_hyperparameters()
         generator, discriminator = dict(generator or {}), dict(discriminator or {})
-        self.loss_config = {**LOSS_DEFAULTS, **(loss or {})}
-        unknown = set(self.loss_config) - set(LOSS_DEFAULTS)
-        if unknown:
-            raise ConfigError(f"unknown loss options for CycleGAN4 {sorted(unknown)}")
+        self.loss_config = merged_options(LOSS_DEFAULTS, loss, "loss (cyclegan4)")
 
         self.G = DefectGenerator(**generator, out_channels=4, with_mask=False)
         self.F = DefectGenerator(**generator, in_channels=4, out_channels=3, with_mask=False)
         self.D_X = PatchDiscriminator(3, **discriminator)
         self.D_Y = PatchDiscriminator(4, **discriminator)
-        seed = int(torch.randint(2**31 - 1, (1,)))
-        self.pools = {
-            "X": ImagePool(pool_size, seed=seed),
-            "Y": ImagePool(pool_size, seed=seed + 1),
-        }
+        self.pools = seeded_pools(pool_size, "X", "Y")
 
     # ------------------------------------------------------------------ structure
     @property

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from defectsynth.errors import ConfigError
-from defectsynth.models.base import GANModule
+from defectsynth.models.base import GANModule, seeded_pools
 from defectsynth.models.baselines.channels import split_mask_channel, with_mask_channel
-from defectsynth.models.image_pool import ImagePool
 from defectsynth.models.init import init_weights
 
 MAX_WIDTH_FACTOR = 8
@@ -151,8 +150,7 @@ class DCGAN4(GANModule):
         self.G = DCGANGenerator(image_size, **_network_options(generator, "generator"))
         self.D = DCGANDiscriminator(image_size, **_network_options(discriminator, "discriminator"))
         self.latent_dim = self.G.latent_dim
-        if pool_size > 0:  # DCGAN has none; an option for symmetry with the other models
-            self.pools = {"Y": ImagePool(pool_size, seed=int(torch.randint(2**31 - 1, (1,))))}
+        self.pools = seeded_pools(pool_size, "Y")  # DCGAN has none; kept for symmetry
 
     # ------------------------------------------------------------------ structure
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -184,7 +182,7 @@ class DCGAN4(GANModule):
         opt_d, opt_g = self.optimizers()
         fake = self(torch.randn(len(real), self.latent_dim, device=real.device))
 
-        pooled = self.pools["Y"].query(fake.detach()) if self.pools else fake.detach()
+        pooled = self.pools["Y"].query(fake.detach())
         d_loss = bce_discriminator_loss(self.D(real), self.D(pooled))
         if not self.step(opt_d, d_loss, "discriminator"):
             return
