@@ -17,7 +17,8 @@ from defectsynth.checkpoint import SafeCheckpointIO, load_checkpoint
 from defectsynth.models.base import TrainingDivergedError
 from defectsynth.models.defect_gan import DefectGAN
 from tests.helpers import load, run_script
-from tests.models.test_defect_gan import TINY, FakeBatches
+from tests.models.common import FakeBatches
+from tests.models.test_defect_gan import TINY
 
 RUN = (
     "experiment=smoke",
@@ -89,7 +90,7 @@ def test_truncated_last_checkpoint_is_a_clear_error_naming_the_file(smoke_run, c
 
 def fit_with_nan(policy: str, tmp_path) -> tuple[DefectGAN, L.Trainer]:
     torch.manual_seed(0)
-    data = FakeBatches(3)
+    data = FakeBatches(3, size=16)
     data.items[1]["normal"][:] = float("nan")  # the second batch poisons every loss
     model = DefectGAN(**TINY, nan_policy=policy)
     trainer = L.Trainer(

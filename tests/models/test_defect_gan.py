@@ -3,9 +3,9 @@ import copy
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from defectsynth.models.defect_gan import DefectGAN
+from tests.models.common import fit as fit_batches
 
 TINY = {"generator": {"ngf": 4, "n_blocks": 1}, "discriminator": {"ndf": 4, "n_layers": 2}}
 ABLATIONS = {
@@ -17,36 +17,8 @@ ABLATIONS = {
 BASE_TERMS = {"gan_G", "gan_F", "cycle", "identity"}
 
 
-class FakeBatches(Dataset):
-    def __init__(self, n: int = 2, size: int = 16) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.items = [
-            {
-                "normal": torch.rand(3, size, size, generator=g) * 2 - 1,
-                "defect": torch.rand(3, size, size, generator=g) * 2 - 1,
-                "mask": (torch.rand(1, size, size, generator=g) > 0.8).float(),
-            }
-            for _ in range(n)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-
 def fit(model: L.LightningModule, batches: int = 1, epochs: int = 1) -> L.Trainer:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, DataLoader(FakeBatches(batches), batch_size=1))
-    return trainer
+    return fit_batches(model, batches, size=16, epochs=epochs)
 
 
 @pytest.mark.parametrize("name", list(ABLATIONS))

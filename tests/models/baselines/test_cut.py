@@ -15,7 +15,7 @@ from defectsynth.models.baselines.cut import (
     resolve_layers,
 )
 from defectsynth.models.generator import ResNetTrunk
-from tests.models.baselines.common import TINY_RESNET, changed, fit, rebuilt, snapshot
+from tests.models.common import TINY_RESNET, changed, fit, rebuilt, snapshot
 
 FASTCUT = {"lambda_nce": 10.0, "identity": False, "flip_equivariance": True}
 SMALL_NCE = {"n_patches": 16}

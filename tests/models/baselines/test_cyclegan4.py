@@ -8,7 +8,7 @@ import torch
 from defectsynth.errors import ConfigError
 from defectsynth.models.baselines.channels import split_mask_channel, with_mask_channel
 from defectsynth.models.baselines.cyclegan4 import CycleGAN4
-from tests.models.baselines.common import TINY_RESNET, changed, fit, rebuilt, snapshot
+from tests.models.common import TINY_RESNET, changed, fit, rebuilt, snapshot
 
 
 def test_mask_is_the_fourth_generator_channel_mapped_to_0_1():

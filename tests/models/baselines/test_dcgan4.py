@@ -18,7 +18,7 @@ from defectsynth.models.baselines.dcgan4 import (
     nonsaturating_generator_loss,
 )
 from defectsynth.synthesis import SynthesisLayout, read_manifest, synthesize
-from tests.models.baselines.common import changed, fit, rebuilt, snapshot
+from tests.models.common import changed, fit, rebuilt, snapshot
 
 TINY = {"generator": {"ngf": 4}, "discriminator": {"ndf": 4}}
 

@@ -1,4 +1,4 @@
-"""In-memory batches, a one-batch Lightning fit and checkpoint helpers for the baseline tests."""
+"""In-memory batches, a short Lightning fit and checkpoint helpers for the model tests."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ class FakeBatches(Dataset):
         return self.items[i]
 
 
-def fit(model: L.LightningModule, batches: int = 1, size: int = 32) -> L.Trainer:
+def fit(model: L.LightningModule, batches: int = 1, size: int = 32, epochs: int = 1) -> L.Trainer:
     trainer = L.Trainer(
         accelerator="cpu",
-        max_epochs=1,
+        max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
