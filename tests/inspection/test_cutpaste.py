@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,20 @@ def test_cutpaste_set_is_seeded_and_in_generate_layout(tmp_path: Path):
     assert (tmp_path / "a" / "synthesis.json").is_file()
     a = (tmp_path / "a" / rows[1]["image"]).read_bytes()
     assert a == (tmp_path / "b" / rows[1]["image"]).read_bytes()
+
+
+def test_flips_and_positions_are_drawn_independently():
+    """The Paste of each seeded item must cover all four flip states and many positions, and
+    the position must not follow the flips (one shared draw would tie them together)."""
+    target = np.zeros((40, 40, 3), np.uint8)
+    donor, donor_mask = donor_pair()
+    pastes = [
+        paste_defect(target, donor, donor_mask, np.random.default_rng([3, i]))[2]
+        for i in range(400)
+    ]
+    flips = Counter(p.flip for p in pastes)
+    assert set(flips) == {"none", "h", "v", "hv"}
+    assert all(abs(n - 100) < 35 for n in flips.values()), flips
+    for state in flips:
+        tops = [p.top for p in pastes if p.flip == state]
+        assert len(set(tops)) >= 10

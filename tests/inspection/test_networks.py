@@ -84,6 +84,15 @@ def test_flips_move_images_and_masks_together():
     assert torch.equal(x_out[:, :1], m_out)
 
 
+def test_flips_draw_all_four_states_independently():
+    torch.manual_seed(0)
+    n = 400
+    corner = torch.tensor([[0.0, 1.0], [2.0, 3.0]])  # top-left value names the flip state
+    (out,) = random_flips(corner.expand(n, 3, 2, 2).clone())
+    counts = torch.bincount(out[:, 0, 0, 0].long(), minlength=4)
+    assert (counts > 0).all() and ((counts - n / 4).abs() < 35).all(), counts
+
+
 def test_fit_restores_the_best_validation_epoch(tmp_path: Path):
     L.seed_everything(0)
     images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)

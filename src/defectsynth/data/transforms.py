@@ -9,6 +9,7 @@ the normal image gets an independent draw unless ``same_for_normal`` (the author
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -39,6 +40,17 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+def _seed_stream(pipeline: A.Compose, seed: int) -> None:
+    """Give every transform of ``pipeline`` the *same* generator objects, seeded by ``seed``.
+
+    ``Compose.set_random_seed`` (albumentations 2) gives each child transform its own generator
+    seeded identically, so every transform would read the same first number: both flips would
+    always agree and the crop offset would follow them. One shared stream makes each transform
+    consume the next numbers instead, which keeps the draws independent and still reproducible.
+    """
+    pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
 def _mask_to_tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask)).unsqueeze(0).float()
 
@@ -48,8 +60,15 @@ class TrainAugment:
 
     def __init__(self, crop_size: int, config: AugmentConfig | None = None) -> None:
         self.config = config or AugmentConfig()
+        extra = {"normal": "image"} if self.config.same_for_normal else None
+        self.defect_pipeline = A.Compose(self._geometry(crop_size), additional_targets=extra)
+        self.normal_pipeline = (
+            None if self.config.same_for_normal else A.Compose(self._geometry(crop_size))
+        )
+
+    def _geometry(self, crop_size: int) -> list[A.BasicTransform]:
         c = self.config
-        geometry = [
+        return [
             A.RandomCrop(
                 crop_size, crop_size, pad_if_needed=True, border_mode=cv2.BORDER_REFLECT_101
             ),
@@ -63,14 +82,11 @@ class TrainAugment:
             ),
             _normalize(),
         ]
-        extra = {"normal": "image"} if c.same_for_normal else None
-        self.defect_pipeline = A.Compose(geometry, additional_targets=extra, seed=0)
-        self.normal_pipeline = None if c.same_for_normal else A.Compose(geometry, seed=0)
 
     def __call__(
         self, normal: np.ndarray, defect: np.ndarray, mask: np.ndarray, seed: int
     ) -> dict[str, torch.Tensor]:
-        self.defect_pipeline.set_random_seed(seed)
+        _seed_stream(self.defect_pipeline, seed)
         if self.normal_pipeline is None:
             if normal.shape != defect.shape:  # one shared draw needs one shape (mixed sizes)
                 normal = cv2.resize(normal, defect.shape[1::-1], interpolation=cv2.INTER_AREA)
@@ -79,7 +95,7 @@ class TrainAugment:
         else:
             out = self.defect_pipeline(image=defect, mask=mask)
             # an independent, still reproducible draw for the normal image
-            self.normal_pipeline.set_random_seed(seed ^ 0x5DEECE66D)
+            _seed_stream(self.normal_pipeline, seed ^ 0x5DEECE66D)
             normal_out = self.normal_pipeline(image=normal)["image"]
         return {
             "normal": _to_tensor(normal_out),
