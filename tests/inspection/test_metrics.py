@@ -84,3 +84,15 @@ def test_summary_and_formatting():
     assert format_mean_std(s["accuracy"], 100, 2) == "60.00 ± 14.14"
     assert format_mean_std(summarize(runs[:1])["accuracy"], 100, 1) == "50.0"
     assert format_mean_std(None) == "–"
+
+
+def test_a_score_exactly_at_the_threshold_is_defect_free():
+    # torchmetrics thresholds with preds > threshold; the README, config and IoU follow it
+    labels = torch.tensor([0, 1, 1])
+    m = classification_metrics(torch.tensor([0.1, 0.5, 0.5 + 1e-6]), labels, threshold=0.5)
+    assert m["confusion_matrix"] == [[1, 0], [1, 1]]  # 0.5 itself: a false negative
+    m = classification_metrics(torch.tensor([0.3, 0.3, 0.9]), labels, threshold=0.3)
+    assert m["confusion_matrix"] == [[1, 0], [1, 1]]
+    masks = torch.tensor([[[[1, 1]]]])
+    seg = segmentation_metrics(torch.tensor([[[[0.5, 0.75]]]]), masks, torch.tensor([1]), 0.5)
+    assert seg["iou"] == pytest.approx(1 / 2)  # the pixel scored exactly 0.5 is not predicted

@@ -1,7 +1,8 @@
 """Test-set metrics of the studies (torchmetrics) and their mean ± std over seeds.
 
 Classification — the defective class is the positive one:
-  accuracy, precision, recall, F1 (at P(defective) ≥ ``threshold``), AUROC of the scores, the
+  accuracy, precision, recall, F1 (defective when P(defective) > ``threshold``, strictly: the rule
+  torchmetrics applies, ``preds > threshold``), AUROC of the scores, the
   confusion matrix [[TN, FP], [FN, TP]], and the macro (two-class mean) precision and recall.
   The paper's Table 4 reports the macro values: its "always defect-free" rows (precision =
   accuracy / 2, recall 0.50) only fit that reading.
@@ -9,7 +10,8 @@ Classification — the defective class is the positive one:
 Segmentation — per pixel, over the chosen test images:
   AUROC, average precision, the best F1 over all thresholds (with that threshold; an oracle
   choice, as in the anomaly-detection literature), and the IoU of the mask thresholded at a fixed
-  ``threshold`` (0.5, the sigmoid's natural cut: no test label picks it). Image AUROC ranks the
+  ``threshold`` (0.5, the sigmoid's natural cut: no test label picks it; a pixel counts as
+  defective when its score is strictly above it, as for the classifier). Image AUROC ranks the
   images by their maximum pixel score.
 """
 
@@ -100,7 +102,8 @@ def segmentation_metrics(
         best = int(torch.argmax(f1))
         results["pixel_f1_max"] = float(f1[best])
         results["f1_max_threshold"] = float(thresholds[best])
-    predicted = pixel_scores >= threshold
+    # strictly above, as torchmetrics thresholds the classification scores
+    predicted = pixel_scores > threshold
     truth = pixel_target.bool()
     union = int((predicted | truth).sum())
     results["iou"] = _ratio(int((predicted & truth).sum()), union) if union else None

@@ -569,7 +569,7 @@ def inspection(cfg: DictConfig) -> dict[str, float]:
         seeds,
         [
             *_count_notes(extra["data"], products),
-            "- Precision, recall, F1: the defective class, at P(defective) ≥ "
+            "- Precision, recall, F1: the defective class, at P(defective) > "
             f"{cfg.train.threshold}; (macro): the mean over both classes, the reading of the "
             "paper's Table 4. A row without synthetic data cannot exist (no defective training "
             f"image); {CUT_PASTE} pastes real training defects instead.",
@@ -603,8 +603,8 @@ def segmentation(cfg: DictConfig) -> dict[str, float]:
         [
             *_count_notes(extra["data"], products),
             f"- Pixel metrics over {pixel_set}; F1-max: best F1 over all thresholds (oracle); "
-            f"IoU at the fixed threshold {cfg.segmenter.threshold}; image AUROC of the maximum "
-            "pixel score.",
+            f"IoU of the pixels scored > {cfg.segmenter.threshold} (fixed); image AUROC of the "
+            "maximum pixel score.",
         ],
         seconds,
     )
