@@ -29,7 +29,7 @@ from defectsynth.checkpoint import load_checkpoint
 from defectsynth.data.datamodule import DefectDataModule
 from defectsynth.data.mvtec import MVTecSplit
 from defectsynth.data.transforms import EvalTransform
-from defectsynth.errors import ConfigError, DataError
+from defectsynth.errors import ConfigError, DataError, DefectSynthError
 from defectsynth.generation import datamodule_from
 from defectsynth.inspection.cutpaste import METHOD, CutPasteLayout, make_cutpaste_set
 from defectsynth.inspection.data import read_png, real_image, real_mask
@@ -117,6 +117,9 @@ class Product:
     main: Input
     title: str
     baselines: list[tuple[Input, str]] = field(default_factory=list)
+    # the data options recorded with the generator (checkpoint or synthesis.json), before the
+    # study's data.* overrides: what decided which real defects trained it
+    trained_on: dict[str, Any] = field(default_factory=dict)
 
     @property
     def category(self) -> str:
@@ -156,7 +159,7 @@ def product_of(main: Input, overrides: dict[str, Any], cache_dir: str | None) ->
     datamodule.prepare_data()
     datamodule.setup()
     title = method_title(described["model_class"], described["ablation"])
-    return Product(datamodule, main, title)
+    return Product(datamodule, main, title, trained_on=dict(described["data"]))
 
 
 # the data options that decide which real defects trained a generator
@@ -170,6 +173,70 @@ def _split_options(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     if merged.get("root") == "procedural":
         merged["root"] = None
     return {k: merged.get(k) for k in SPLIT_OPTIONS}
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    # the same data moved to another folder keeps its names below the root
+    try:
+        return str(Path(path).relative_to(root)) if root is not None else Path(path).name
+    except ValueError:
+        return Path(path).name
+
+
+def check_generator_data(product: Product, protocol: str, cache_dir: str | None) -> None:
+    """Under protocol=clean, stop when the study's real test defects may include defects the
+    product's own generator was trained on: a ``data.*`` override that changes the split (e.g.
+    ``data.train_fraction``) would otherwise move them into the test set silently. The same
+    options as for the baselines decide; a changed ``data.root`` alone (the data moved) is
+    accepted when the original folder is gone, else the two splits are compared file by file."""
+    if protocol != "clean":
+        return
+    where = f"{product.main.kind}={product.main.path}"
+    recorded = product.trained_on
+    if not recorded.get("category") or not recorded.get("defect"):
+        raise DataError(
+            f"{where} does not record the data its generator was trained on, so protocol=clean "
+            "cannot keep its training defects out of the test set. Use protocol=paper, or a "
+            "checkpoint written by src/train.py."
+        )
+    if (recorded["category"], recorded["defect"]) != (product.category, product.defect):
+        return  # trained on another product: none of its defects is tested here
+    theirs = _split_options(recorded, {})
+    ours = _split_options(dict(product.datamodule.hparams), {})
+    differing = [k for k in SPLIT_OPTIONS if k != "root" and theirs[k] != ours[k]]
+    if differing:
+        changes = "; ".join(f"data.{k}: {theirs[k]!r} → {ours[k]!r}" for k in differing)
+        raise DataError(
+            f"{where}: the study's data split differs from the one its generator was trained on "
+            f"({changes}), so its training defects may be test defects, which protocol=clean "
+            "forbids. Drop the data.* override(s), or use protocol=paper."
+        )
+    if theirs["root"] == ours["root"]:
+        return
+    try:
+        original = datamodule_from({"datamodule_hyper_parameters": recorded}, {}, cache_dir)
+        original.setup()
+    except DefectSynthError as err:
+        log.warning(
+            "%s: the data it was trained on (%s) cannot be read here (%s); assuming "
+            "data.root=%s holds the same files, so the same split",
+            where,
+            theirs["root"] or "procedural",
+            err,
+            ours["root"] or "procedural",
+        )
+        return
+    assert original.split is not None
+    trained = {_relative(s.image, original.split.root) for s in original.split.defect_train}
+    split = product.gan_split
+    leaked = [s.image for s in split.defect_test if _relative(s.image, split.root) in trained]
+    if leaked:
+        raise DataError(
+            f"{where}: {len(leaked)} real test defect(s) under data.root={ours['root']} have the "
+            f"names of defects its generator was trained on under {theirs['root']} (e.g. "
+            f"{leaked[0]}): the folder holds other files, so the split moved, which "
+            "protocol=clean forbids. Point data.root at the same data, or use protocol=paper."
+        )
 
 
 def attach_baselines(

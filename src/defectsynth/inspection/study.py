@@ -63,6 +63,7 @@ from defectsynth.inspection.sources import (
     Product,
     SyntheticSet,
     attach_baselines,
+    check_generator_data,
     composite_set,
     cutpaste_set,
     ensure_generator,
@@ -152,6 +153,8 @@ def resolve_products(cfg: DictConfig) -> list[Product]:
         ]
     overrides = OmegaConf.to_container(cfg.data, resolve=True)
     products = [product_of(i, overrides, cfg.paths.cache_dir) for i in inputs]
+    for product in products:
+        check_generator_data(product, str(cfg.protocol), cfg.paths.cache_dir)
     names = [p.name for p in products]
     if len(set(names)) < len(names):
         raise ConfigError(f"two inputs are for the same product ({names}); give one each")
