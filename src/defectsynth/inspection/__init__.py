@@ -8,5 +8,6 @@ and a segmentation study of the generated masks).
 ``classifier``  torchvision ResNet-18 / DenseNet-121 with a 1-logit head (LightningModule)
 ``segmenter``   a small U-Net (LightningModule)
 ``metrics``     torchmetrics-based classification and pixel metrics, mean ± std over seeds
+``cache``       cached results keyed by the settings that produced them
 ``study``       the jobs behind ``src/inspection.py`` and ``src/segmentation.py``
 """

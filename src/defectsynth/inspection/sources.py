@@ -288,6 +288,8 @@ class SyntheticSet:
     masks: list[np.ndarray] | None
     sources: list[str]
     info: dict[str, Any]
+    # the study settings that made it (see ``cache``); the runs trained on it inherit them
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -309,7 +311,8 @@ def read_set(folder: Path, title: str) -> SyntheticSet:
     return SyntheticSet(title, folder, images, masks, [r.get("source", "") for r in rows], info)
 
 
-def _done(folder: Path) -> bool:
+def finished(folder: Path) -> bool:
+    """A synthetic set in ``folder`` was written to the end (its manifest comes last)."""
     return (folder / "synthesis.json").is_file() and (folder / "manifest.csv").is_file()
 
 
@@ -323,7 +326,7 @@ def generate_set(
 ) -> SyntheticSet:
     """Translate ``sources`` with the generator of ``ckpt`` (``options``: the synthesis keys
     n_per_image, threshold, batch_size, precision, device, seed) into ``out``."""
-    if not _done(out):
+    if not finished(out):
         device = resolve_device(options.device)
         model, checkpoint = load_model(ckpt, device)
         size = product.base_size
@@ -379,7 +382,7 @@ def cutpaste_set(
 ) -> SyntheticSet:
     """Cut-paste items onto ``targets`` (one item per entry; the defect-free image paths of the
     generated set, so both sets have the same sources and size)."""
-    if not _done(out):
+    if not finished(out):
         size, cache = product.base_size, product.datamodule.cache
         images = [real_image(cache, Path(t), size) for t in targets]
         donor_arrays = [
@@ -414,7 +417,7 @@ def composite_set(made: SyntheticSet, product: Product, out: Path) -> SyntheticS
     masks, x·(1 − m) + G(x)·m, with the same binary masks: the defects the generator drew,
     without whatever it changed outside its mask. Needs soft masks and source images."""
     title = made.title + COMPOSITE_SUFFIX
-    if _done(out):
+    if finished(out):
         return read_set(out, title)
     rows = read_manifest(made.folder)
     if not all(

@@ -4,7 +4,7 @@ Per product and split: choose the split by protocol, make the synthetic sets (th
 cut-paste, baselines'), then per backbone (or U-Net), training set and seed: fit with Lightning,
 keep the best validation epoch, measure on the real test set. A run whose ``metrics.json`` exists
 is reused, so an interrupted study resumes where it stopped (rerun with
-``hydra.run.dir=<its folder>``).
+``hydra.run.dir=<its folder>``) — only with the settings that made it (``cache``).
 
 Run folder::
 
@@ -32,6 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from defectsynth import config as _config  # noqa: F401  (registers resolvers)
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.evaluation import csv_text
+from defectsynth.inspection.cache import check_reuse, claim_folder, stamp
 from defectsynth.inspection.classifier import BACKBONES, DefectClassifier, check_pretrained_weights
 from defectsynth.inspection.data import (
     LabelledImages,
@@ -59,6 +60,7 @@ from defectsynth.inspection.metrics import (
 from defectsynth.inspection.segmenter import DefectSegmenter
 from defectsynth.inspection.sources import (
     CUT_PASTE,
+    SPLIT_OPTIONS,
     Input,
     Product,
     SyntheticSet,
@@ -67,6 +69,7 @@ from defectsynth.inspection.sources import (
     composite_set,
     cutpaste_set,
     ensure_generator,
+    finished,
     generate_set,
     product_of,
     read_set,
@@ -168,6 +171,57 @@ def split_seed_of(cfg: DictConfig, seed: int) -> int:
     return int(seed) if cfg.split.seed is None else int(cfg.split.seed)
 
 
+# ------------------------------------------------------------------------------ cache keys
+# the product's data options that decide its images and split (see ``cache``)
+DATA_SETTINGS = ("category", "defect", "image_size", *SPLIT_OPTIONS, "on_bad_file")
+# how a network is trained, not what: resuming on another device or with a progress bar
+# reuses the results
+RUNTIME_OPTIONS = ("accelerator", "progress_bar")
+
+
+def split_settings(cfg: DictConfig, product: Product, split_seed: int) -> dict[str, Any]:
+    """What decides a split of ``product`` (keys everything cached under its split folder)."""
+    data = product.datamodule.hparams
+    return {
+        "protocol": str(cfg.protocol),
+        "split.seed": split_seed,
+        "split.normal": list(cfg.split.normal),
+        "split.synthetic_sources": str(cfg.split.synthetic_sources),
+        **{f"data.{k}": data.get(k) for k in DATA_SETTINGS},
+    }
+
+
+def input_settings(source: Input) -> dict[str, Any]:
+    path = source.path.resolve()
+    settings: dict[str, Any] = {"input": str(path)}
+    if source.kind == "ckpt":
+        # a checkpoint rewritten in place (a generator trained on) makes other images
+        stat = path.stat()
+        settings.update({"input.bytes": stat.st_size, "input.mtime_ns": stat.st_mtime_ns})
+    return settings
+
+
+def run_settings(
+    cfg: DictConfig, kind: str, network: str, synthetic: SyntheticSet, seed: int
+) -> dict[str, Any]:
+    """What decides one run's ``metrics.json``: its training set's settings, the network, the
+    seed and the training options (``train.*`` or ``segmenter.*``)."""
+    prefix = "segmenter" if kind == "segmentation" else "train"
+    options = OmegaConf.to_container(cfg[prefix], resolve=True)
+    assert isinstance(options, dict)
+    settings = {
+        **synthetic.settings,
+        # "run.": not options; the set's own "seed" is the synthesis seed
+        "run.network": network,
+        "run.seed": seed,
+        "split.synthetic_val": float(cfg.split.synthetic_val),
+        **{f"{prefix}.{k}": v for k, v in options.items() if k not in RUNTIME_OPTIONS},
+    }
+    if kind == "classification":
+        settings["classifier.pretrained"] = bool(cfg.classifier.pretrained)
+    return settings
+
+
 # ------------------------------------------------------------------------------ data
 @dataclass
 class StudyData:
@@ -178,15 +232,31 @@ class StudyData:
 
 
 def _synthetic(
-    cfg: DictConfig, source: Input, title: str, product: Product, split: InspectionSplit, out: Path
+    cfg: DictConfig,
+    source: Input,
+    title: str,
+    product: Product,
+    split: InspectionSplit,
+    out: Path,
+    base: dict[str, Any],
 ) -> SyntheticSet:
+    settings = {**base, **input_settings(source)}
     if source.kind == "ckpt":
         folder = out / "synthetic" / slug(title)
-        return generate_set(source.path, split.synthesis_sources, product, folder, cfg, title)
-    made = read_set(source.path, title)
-    pair = (made.info.get("category"), made.info.get("defect"))
-    if pair != (product.category, product.defect):
-        raise DataError(f"samples={source.path} holds {pair[0]}/{pair[1]}, not {product.name}")
+        settings.update(
+            n_per_image=int(cfg.n_per_image),
+            threshold=float(cfg.threshold),
+            seed=int(cfg.get("seed") or 0),
+            precision=str(cfg.precision),
+        )
+        claim_folder(folder, settings, finished(folder))
+        made = generate_set(source.path, split.synthesis_sources, product, folder, cfg, title)
+    else:
+        made = read_set(source.path, title)
+        pair = (made.info.get("category"), made.info.get("defect"))
+        if pair != (product.category, product.defect):
+            raise DataError(f"samples={source.path} holds {pair[0]}/{pair[1]}, not {product.name}")
+    made.settings = settings
     return made
 
 
@@ -199,14 +269,20 @@ def prepare(cfg: DictConfig, product: Product, split_seed: int, out: Path) -> St
         tuple(cfg.split.normal),
         cfg.split.synthetic_sources,
     )
-    write_text(json.dumps(split.to_json(), indent=2) + "\n", out / "splits.json")
-    main = _synthetic(cfg, product.main, product.title, product, split, out)
+    base = split_settings(cfg, product, split_seed)
+    splits_file = out / "splits.json"
+    if splits_file.is_file():  # a resumed folder: its cached sets and runs rest on this split
+        check_reuse(splits_file, json.loads(splits_file.read_text()).get("settings"), base)
+    write_text(json.dumps({**split.to_json(), **stamp(base)}, indent=2) + "\n", splits_file)
+    main = _synthetic(cfg, product.main, product.title, product, split, out, base)
     check_synthetic_sources(main.sources, split, str(product.main.path))
     sets = [main]
     if cfg.get("composite"):
-        sets.append(
-            composite_set(main, product, out / "synthetic" / f"{slug(main.title)}_composite")
-        )
+        folder = out / "synthetic" / f"{slug(main.title)}_composite"
+        settings = {**main.settings, "composite": True}
+        claim_folder(folder, settings, finished(folder))
+        sets.append(composite_set(main, product, folder))
+        sets[-1].settings = settings
     if cfg.cut_paste.enabled:
         # the same source images (and count) as the generator's set: only the defects differ
         if main.sources and all(s and Path(s).is_file() for s in main.sources):
@@ -215,13 +291,19 @@ def prepare(cfg: DictConfig, product: Product, split_seed: int, out: Path) -> St
             n = int(cfg.n_per_image)
             targets = [str(p) for p in split.synthesis_sources for _ in range(n)]
         folder = out / "synthetic" / slug(CUT_PASTE)
-        sets.append(
-            cutpaste_set(
-                targets, product, split.donors, folder, split_seed, float(cfg.cut_paste.edge_alpha)
-            )
-        )
+        edge_alpha = float(cfg.cut_paste.edge_alpha)
+        # pasted onto the generator set's sources: keyed by what made those too
+        settings = {
+            **main.settings,
+            "n_per_image": int(cfg.n_per_image),
+            "cut_paste.edge_alpha": edge_alpha,
+        }
+        claim_folder(folder, settings, finished(folder))
+        pasted = cutpaste_set(targets, product, split.donors, folder, split_seed, edge_alpha)
+        pasted.settings = settings
+        sets.append(pasted)
     for baseline, title in product.baselines:
-        made = _synthetic(cfg, baseline, title, product, split, out)
+        made = _synthetic(cfg, baseline, title, product, split, out, base)
         check_synthetic_sources(made.sources, split, str(baseline.path))
         sets.append(made)
     log.info(
@@ -299,12 +381,16 @@ def _run(
     seed: int,
     out: Path,
 ) -> dict[str, Any]:
-    """Train one network on one training set with one seed; ``metrics.json`` in its folder."""
+    """Train one network on one training set with one seed; ``metrics.json`` in its folder
+    (returned: metrics, test scores, counts), reused when made with the same settings."""
     folder = out / product.name / "runs" / f"{network}-{synthetic.key}-seed{seed}"
     metrics_file = folder / "metrics.json"
+    settings = run_settings(cfg, kind, network, synthetic, seed)
     if metrics_file.is_file():
+        record = json.loads(metrics_file.read_text())
+        check_reuse(metrics_file, record.get("settings"), settings)
         log.info("reusing %s", metrics_file)
-        return json.loads(metrics_file.read_text())["metrics"]
+        return record
     segmentation = kind == "segmentation"
     options = cfg.segmenter if segmentation else cfg.train
     size = int(options.image_size or product.base_size)
@@ -354,6 +440,7 @@ def _run(
         "split_seed": data.split.seed,
         "image_size": size,
         "counts": {"train": train.counts(), "val": val.counts(), "test": test.counts()},
+        **stamp(settings),
     }
     if not segmentation:
         record["test_scores"] = [round(float(s), 6) for s in scores]
@@ -362,7 +449,7 @@ def _run(
     log.info("%s: %s", name, {k: round(v, 4) for k, v in _numbers(metrics).items()})
     del module, datamodule
     gc.collect()  # dozens of fits in one process: free each network before the next
-    return metrics
+    return record
 
 
 # ------------------------------------------------------------------------------ tables
@@ -527,9 +614,9 @@ def _study(cfg: DictConfig, kind: str) -> tuple[list[Product], dict, dict, list[
                 trivial.setdefault(product.label, {})[split_seed] = always_defect_free(labels)
             for network in networks:
                 for synthetic in sets:
-                    metrics = _run(cfg, kind, network, product, data, synthetic, seed, out)
+                    record = _run(cfg, kind, network, product, data, synthetic, seed, out)
                     key = (network, synthetic.title, product.label)
-                    results.setdefault(key, []).append(metrics)
+                    results.setdefault(key, []).append(record)
     return products, results, {"trivial": trivial, "data": first_data}, seeds, start
 
 
@@ -539,7 +626,7 @@ def _groups(results: dict, titles: dict[str, str]) -> list[Group]:
         key = (network, training_set)
         if key not in groups:
             groups[key] = Group(titles.get(network, network), training_set, {})
-        groups[key].per_product[product] = summarize(runs)
+        groups[key].per_product[product] = summarize([r["metrics"] for r in runs])
     return list(groups.values())
 
 
