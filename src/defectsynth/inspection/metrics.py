@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from torchmetrics.classification import (
     BinaryPrecisionRecallCurve,
     BinaryRecall,
 )
+from torchmetrics.functional.classification import binary_auroc, binary_confusion_matrix
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -152,3 +154,260 @@ def format_mean_std(entry: Any, scale: float = 1.0, digits: int = 3) -> str:
     if len(entry.get("values", [])) > 1:
         return f"{mean:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
     return f"{mean:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------ pooled over seeds
+# With 2–3 real defects per product the per-seed mean ± std rests on a handful of images: the
+# tables also pool every seed's test predictions into one confusion matrix and one AUROC, with
+# percentile intervals from resampling the test *images*. With one split (split.seed fixed)
+# every seed tests the same images, so a resample takes an image with all its seeds'
+# predictions: the interval reflects how few distinct images there are, not the prediction count.
+
+CLASSIFICATION_POOLED = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "auroc",
+    "precision_macro",
+    "recall_macro",
+)
+SEGMENTATION_POOLED = ("pixel_auroc", "pixel_ap", "pixel_f1_max", "iou", "image_auroc")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One run's test predictions: a score per image (P(defective), or the maximum pixel score),
+    its label and its name. A segmentation run adds, per image, the pixel confusion matrix at
+    the fixed threshold (``hits``, (N, 2, 2)) and over ``bins`` evenly spaced thresholds
+    (``curve``, (N, bins, 2, 2): the state of torchmetrics' binned curves, which adds up over
+    images and runs, where exact pixel curves would need every pixel score kept)."""
+
+    scores: torch.Tensor
+    labels: torch.Tensor
+    images: tuple[str, ...]
+    hits: torch.Tensor | None = None
+    curve: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not len(self.scores) == len(self.labels) == len(self.images):
+            raise ValueError(
+                f"{len(self.scores)} scores, {len(self.labels)} labels and {len(self.images)} "
+                "image names: expected one of each per test image"
+            )
+
+
+def pixel_states(
+    scores: torch.Tensor, masks: torch.Tensor, threshold: float, bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: the pixel confusion matrix [[TN, FP], [FN, TP]] at ``threshold`` (score >
+    threshold) and the binned-curve state (bins, 2, 2) of torchmetrics (score ≥ each of
+    ``bins`` thresholds evenly spaced over [0, 1])."""
+    scores = scores.detach().float().cpu().clamp(0.0, 1.0).flatten(1)
+    masks = masks.detach().cpu().long().flatten(1)
+    hits, curve = [], []
+    for image_scores, image_mask in zip(scores, masks, strict=True):
+        hits.append(binary_confusion_matrix(image_scores, image_mask, threshold))
+        binned = BinaryPrecisionRecallCurve(thresholds=bins)
+        binned.update(image_scores, image_mask)
+        curve.append(binned.confmat.clone())
+    return torch.stack(hits), torch.stack(curve)
+
+
+def _from_confusion(tn: int, fp: int, fn: int, tp: int) -> dict[str, float]:
+    # torchmetrics' definitions (a zero denominator gives 0)
+    return {
+        "accuracy": _ratio(tn + tp, tn + fp + fn + tp),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "precision_macro": (_ratio(tn, tn + fn) + _ratio(tp, tp + fp)) / 2,
+        "recall_macro": (_ratio(tn, tn + fp) + _ratio(tp, tp + fn)) / 2,
+    }
+
+
+def _classification_values(
+    scores: torch.Tensor, labels: torch.Tensor, threshold: float
+) -> dict[str, float | None]:
+    """The pooled metrics of one bootstrap resample (functional torchmetrics: thousands of
+    calls, where the metric classes' set-up would dominate)."""
+    (tn, fp), (fn, tp) = binary_confusion_matrix(scores, labels, threshold).tolist()
+    values: dict[str, float | None] = dict(_from_confusion(tn, fp, fn, tp))
+    values["auroc"] = None if labels.min() == labels.max() else float(binary_auroc(scores, labels))
+    return values
+
+
+class _Binned:
+    """torchmetrics' binned AUROC, AP and precision-recall curve of a summed state. The
+    instances are reused over thousands of bootstrap resamples: setting one up costs more than
+    computing it."""
+
+    def __init__(self, bins: int) -> None:
+        self.metrics = {
+            "auroc": BinaryAUROC(thresholds=bins),
+            "ap": BinaryAveragePrecision(thresholds=bins),
+            "curve": BinaryPrecisionRecallCurve(thresholds=bins),
+        }
+
+    def __call__(self, name: str, confmat: torch.Tensor) -> Any:
+        metric = self.metrics[name]
+        metric.reset()
+        # an empty update marks the metric as fed; its state then comes from the sum
+        metric.update(torch.empty(0), torch.empty(0, dtype=torch.long))
+        metric.merge_state({"confmat": confmat})
+        return metric.compute()
+
+    def values(self, hits: torch.Tensor, curve: torch.Tensor) -> dict[str, float | None]:
+        """Pixel AUROC, AP, F1-max (binned) and IoU (at the fixed threshold) of summed
+        states."""
+        (_, fp), (fn, tp) = hits.tolist()
+        union = tp + fp + fn
+        values: dict[str, float | None] = {
+            "pixel_auroc": None,
+            "pixel_ap": None,
+            "pixel_f1_max": None,
+            "iou": _ratio(tp, union) if union else None,
+        }
+        positives, negatives = int(curve[0, 1].sum()), int(curve[0, 0].sum())
+        if positives and negatives:
+            values["pixel_auroc"] = float(self("auroc", curve))
+        if positives:
+            values["pixel_ap"] = float(self("ap", curve))
+            precision, recall, _ = self("curve", curve)
+            f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+            # a threshold above every score predicts nothing: precision 0/0 (nan), F1 0
+            values["pixel_f1_max"] = float(torch.nan_to_num(f1[:-1], nan=0.0).max())
+        return values
+
+
+def _cluster_bootstrap(
+    images: Sequence[str],
+    labels: torch.Tensor,
+    statistic: Any,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> dict[str, list[float] | None]:
+    """Percentile intervals of ``statistic(indices)`` (a dict of values) over ``n_boot``
+    resamples of the distinct test images, drawn with replacement within each class (so every
+    resample keeps the class sizes); an image brings all its predictions."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"pooled.level={level}; expected a probability in (0, 1)")
+    members: dict[str, list[int]] = {}
+    for index, name in enumerate(images):
+        members.setdefault(name, []).append(index)
+    by_class: dict[int, list[np.ndarray]] = {}
+    for indices in members.values():
+        by_class.setdefault(int(labels[indices[0]]), []).append(np.array(indices))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(max(0, n_boot)):
+        chosen = [
+            groups[i]
+            for groups in by_class.values()
+            for i in rng.integers(0, len(groups), len(groups))
+        ]
+        for key, value in statistic(torch.from_numpy(np.concatenate(chosen))).items():
+            if value is not None:
+                draws.setdefault(key, []).append(value)
+    tail = (1.0 - level) / 2
+    intervals: dict[str, list[float] | None] = {}
+    for key, values in draws.items():
+        # a value undefined in most resamples has no meaningful interval
+        if len(values) >= n_boot / 2:
+            low, high = np.quantile(values, [tail, 1.0 - tail])
+            intervals[key] = [float(low), float(high)]
+    return intervals
+
+
+def _pool(runs: Sequence[Predictions]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    if not runs:
+        raise ValueError("no runs to pool")
+    scores = torch.cat([r.scores.detach().float().cpu().clamp(0.0, 1.0) for r in runs])
+    labels = torch.cat([r.labels.detach().cpu().long() for r in runs])
+    return scores, labels, [name for r in runs for name in r.images]
+
+
+def _counts(labels: torch.Tensor, images: Sequence[str], n_runs: int) -> dict[str, int]:
+    distinct = {name: int(label) for name, label in zip(images, labels.tolist(), strict=True)}
+    return {
+        "n_runs": n_runs,
+        "n_defect_free": int((labels == 0).sum()),
+        "n_defective": int((labels == 1).sum()),
+        "n_images_defect_free": sum(1 for v in distinct.values() if v == 0),
+        "n_images_defective": sum(1 for v in distinct.values() if v == 1),
+    }
+
+
+def pooled_classification(
+    runs: Sequence[Predictions],
+    threshold: float = 0.5,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every run's test predictions pooled: one confusion matrix, AUROC and rates over all of
+    them, the prediction and distinct-image counts of each class, and ``level`` intervals
+    (``intervals[metric] = [low, high]``) from resampling the distinct images."""
+    scores, labels, images = _pool(runs)
+    pooled = classification_metrics(scores, labels, threshold)
+    pooled.update(_counts(labels, images, len(runs)))
+    pooled["intervals"] = _cluster_bootstrap(
+        images,
+        labels,
+        lambda idx: _classification_values(scores[idx], labels[idx], threshold),
+        n_boot,
+        level,
+        seed,
+    )
+    pooled["level"] = level
+    return pooled
+
+
+def pooled_segmentation(
+    runs: Sequence[Predictions],
+    pixel_set: str = "all",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every run's pixel states summed: pixel AUROC, AP and F1-max over the binned curve, IoU of
+    the summed confusion matrix at the fixed threshold (all over ``pixel_set``), image AUROC of
+    the pooled maximum scores; counts and image-resampling intervals as for classification."""
+    if pixel_set not in ("all", "defective"):
+        raise ValueError(f"pixel_set={pixel_set!r}; expected 'all' or 'defective'")
+    if any(r.hits is None or r.curve is None for r in runs):
+        raise ValueError("pooled segmentation metrics need the pixel states of every run")
+    scores, labels, images = _pool(runs)
+    hits = torch.cat([r.hits for r in runs if r.hits is not None])
+    curve = torch.cat([r.curve for r in runs if r.curve is not None])
+    in_pixels = torch.ones_like(labels, dtype=torch.bool) if pixel_set == "all" else labels == 1
+    binned = _Binned(int(curve.shape[1]))
+
+    def values(idx: torch.Tensor) -> dict[str, float | None]:
+        chosen = idx[in_pixels[idx]]
+        result = binned.values(hits[chosen].sum(0), curve[chosen].sum(0))
+        picked = labels[idx]
+        defined = picked.min() != picked.max()
+        result["image_auroc"] = float(binary_auroc(scores[idx], picked)) if defined else None
+        return result
+
+    pooled: dict[str, Any] = dict(values(torch.arange(len(labels))))
+    (tn, fp), (fn, tp) = hits[in_pixels].sum(0).tolist()
+    pooled["pixel_confusion_matrix"] = [[tn, fp], [fn, tp]]
+    pooled.update(_counts(labels, images, len(runs)))
+    pooled.update(pixel_set=pixel_set, bins=int(curve.shape[1]), level=level)
+    pooled["intervals"] = _cluster_bootstrap(images, labels, values, n_boot, level, seed)
+    return pooled
+
+
+def format_interval(
+    value: float | None, interval: Sequence[float] | None, scale: float = 1.0, digits: int = 3
+) -> str:
+    """``value [low, high]`` (– when undefined)."""
+    if value is None or math.isnan(value):
+        return "–"
+    text = f"{value * scale:.{digits}f}"
+    if interval:
+        text += f" [{interval[0] * scale:.{digits}f}, {interval[1] * scale:.{digits}f}]"
+    return text
