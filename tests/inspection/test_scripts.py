@@ -61,6 +61,19 @@ def test_inspection_script_writes_table4(tiny_ckpt, cache_dir, tmp_path):
     )
     assert record["counts"]["test"] == {"defect_free": 2, "defective": 2}
     assert record["image_size"] == 32 and len(record["test_scores"]) == 4
+    # the pooled table: one seed, so its confusion matrices are the per-seed ones, with counts
+    assert "## Pooled over seeds" in table
+    assert "| ResNet-18 | Cut-paste | Widget (scratch) | 1 | 2 / 2 | 2 / 2 |" in table
+    with open(run / "table4_pooled.csv", newline="") as fh:
+        pooled = list(csv.DictReader(fh))
+    assert [r["Training defects"] for r in pooled] == ["–", "Proposed approach", "Cut-paste"]
+    for per_seed, row in zip(rows, pooled, strict=True):
+        assert [row[k] for k in ("tn", "fp", "fn", "tp")] == [
+            per_seed[k] for k in ("tn", "fp", "fn", "tp")
+        ]
+        assert float(row["accuracy_low"]) <= float(row["accuracy"]) <= float(row["accuracy_high"])
+    names = record["test_images"]
+    assert len(names) == 4 and names[2:] == split["defect_test"]
 
 
 def test_segmentation_script_writes_its_table(tiny_ckpt, cache_dir, tmp_path, monkeypatch):
@@ -85,6 +98,17 @@ def test_segmentation_script_writes_its_table(tiny_ckpt, cache_dir, tmp_path, mo
     )
     assert record["counts"]["test"] == {"defect_free": 2, "defective": 10}  # paper: all defects
     assert 0.0 <= record["metrics"]["pixel_auroc"] <= 1.0
+    states = np.load(
+        run / "widget-scratch" / "runs" / "unet-proposed_approach-seed0" / record["pixel_states"]
+    )
+    assert states["hits"].shape == (12, 2, 2) and states["curve"].shape == (12, 201, 2, 2)
+    assert states["hits"].sum() == 12 * 32 * 32  # every pixel of every test image, once
+    assert "## Pooled over seeds" in table and "Pixel confusion" in table
+    with open(run / "segmentation_pooled.csv", newline="") as fh:
+        (proposed, _) = list(csv.DictReader(fh))
+    assert (proposed["n_defect_free"], proposed["n_defective"]) == ("2", "10")
+    # one seed: the pooled IoU is the run's (the same pixels at the same threshold)
+    assert float(proposed["iou"]) == pytest.approx(record["metrics"]["iou"])
     assert list((run / "wandb").glob("offline-run-*"))  # the table's W&B run
 
 

@@ -20,12 +20,13 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -50,10 +51,15 @@ from defectsynth.inspection.fitting import (
     run_loggers,
 )
 from defectsynth.inspection.metrics import (
+    Predictions,
     always_defect_free,
     classification_metrics,
+    format_interval,
     format_mean_std,
     mean_of,
+    pixel_states,
+    pooled_classification,
+    pooled_segmentation,
     segmentation_metrics,
     summarize,
 )
@@ -83,7 +89,7 @@ from defectsynth.inspection.splits import (
     make_split,
     split_synthetic,
 )
-from defectsynth.utils.io import check_output_dir, write_text
+from defectsynth.utils.io import atomic_path, check_output_dir, write_text
 
 log = logging.getLogger(__name__)
 TRIVIAL = "Always defect-free"
@@ -219,6 +225,8 @@ def run_settings(
     }
     if kind == "classification":
         settings["classifier.pretrained"] = bool(cfg.classifier.pretrained)
+    else:
+        settings["pooled.bins"] = int(cfg.pooled.bins)  # the stored pixel states
     return settings
 
 
@@ -367,6 +375,32 @@ def build_sets(
 
 
 # ------------------------------------------------------------------------------ one run
+PIXEL_STATES = "pixel_states.npz"  # per test image: pixel confusion at the threshold, binned
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    predictions: Predictions
+
+
+def predictions_of(record: dict[str, Any], folder: Path) -> Predictions:
+    """The test predictions of a run's ``metrics.json`` (and pixel states) for pooling."""
+    labels = torch.tensor(record["test_labels"])
+    images = tuple(record["test_images"])
+    if "pixel_states" not in record:
+        return Predictions(torch.tensor(record["test_scores"]), labels, images)
+    path = folder / record["pixel_states"]
+    if not path.is_file():
+        raise DataError(
+            f"{path} is missing but {folder / 'metrics.json'} needs it for the pooled table; "
+            f"delete {folder} to recompute the run"
+        )
+    with np.load(path) as states:
+        hits, curve = torch.from_numpy(states["hits"]), torch.from_numpy(states["curve"])
+    return Predictions(torch.tensor(record["image_scores"]), labels, images, hits, curve)
+
+
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
@@ -380,9 +414,9 @@ def _run(
     synthetic: SyntheticSet,
     seed: int,
     out: Path,
-) -> dict[str, Any]:
-    """Train one network on one training set with one seed; ``metrics.json`` in its folder
-    (returned: metrics, test scores, counts), reused when made with the same settings."""
+) -> RunResult:
+    """Train one network on one training set with one seed; ``metrics.json`` (and, for the
+    segmenter, ``pixel_states.npz``) in its folder, reused when made with the same settings."""
     folder = out / product.name / "runs" / f"{network}-{synthetic.key}-seed{seed}"
     metrics_file = folder / "metrics.json"
     settings = run_settings(cfg, kind, network, synthetic, seed)
@@ -390,7 +424,7 @@ def _run(
         record = json.loads(metrics_file.read_text())
         check_reuse(metrics_file, record.get("settings"), settings)
         log.info("reusing %s", metrics_file)
-        return record
+        return RunResult(record["metrics"], predictions_of(record, folder))
     segmentation = kind == "segmentation"
     options = cfg.segmenter if segmentation else cfg.train
     size = int(options.image_size or product.base_size)
@@ -442,17 +476,33 @@ def _run(
         "counts": {"train": train.counts(), "val": val.counts(), "test": test.counts()},
         **stamp(settings),
     }
-    if not segmentation:
-        record["test_scores"] = [round(float(s), 6) for s in scores]
-        record["test_labels"] = [int(v) for v in test.labels]
+    # in test-set order (build_sets): what the pooled tables are computed from
+    record["test_images"] = [str(p) for p in data.split.normal_test]
+    record["test_images"] += [str(s.image) for s in data.split.defect_test]
+    record["test_labels"] = [int(v) for v in test.labels]
+    if segmentation:
+        assert test.masks is not None
+        hits, curve = pixel_states(
+            scores, test.masks, float(options.threshold), int(cfg.pooled.bins)
+        )
+        with atomic_path(folder / PIXEL_STATES) as tmp, tmp.open("wb") as fh:
+            np.savez_compressed(fh, hits=hits.numpy(), curve=curve.numpy())
+        record["image_scores"] = [float(s) for s in scores.flatten(1).amax(dim=1)]
+        record["pixel_states"] = PIXEL_STATES
+    else:
+        # unrounded: pooled metrics must threshold exactly the scores the run's metrics did
+        record["test_scores"] = [float(s) for s in scores]
     write_text(json.dumps(record, indent=2) + "\n", metrics_file)
     log.info("%s: %s", name, {k: round(v, 4) for k, v in _numbers(metrics).items()})
     del module, datamodule
     gc.collect()  # dozens of fits in one process: free each network before the next
-    return record
+    return RunResult(metrics, predictions_of(record, folder))
 
 
 # ------------------------------------------------------------------------------ tables
+TEST_SET = "Test set per seed (defect-free / defective)"
+
+
 def _cells(summary: dict[str, Any], columns: Sequence[tuple]) -> list[str]:
     return [format_mean_std(summary.get(key), scale, digits) for key, _, scale, digits in columns]
 
@@ -466,10 +516,28 @@ def _average(summaries: Sequence[dict[str, Any]], columns: Sequence[tuple]) -> l
     return cells
 
 
+def _test_counts(summary: dict[str, Any]) -> str:
+    """The per-seed test set: defect-free / defective images (a range where splits differ)."""
+
+    def span(key: str) -> str:
+        entry = summary.get(key)
+        if not isinstance(entry, dict):
+            return "–"
+        values = [int(v) for v in entry["values"]]
+        low, high = min(values), max(values)
+        return str(low) if low == high else f"{low}–{high}"
+
+    return f"{span('n_defect_free')} / {span('n_defective')}"
+
+
 def markdown(
-    header: Sequence[str], rows: Sequence[Sequence[str]], title: str, notes: Sequence[str]
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: str,
+    notes: Sequence[str],
+    level: int = 1,
 ) -> str:
-    lines = [f"# {title}", "", *notes, ""]
+    lines = [f"{'#' * level} {title}", "", *notes, ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -497,51 +565,120 @@ class Group:
     network: str
     training_set: str
     per_product: dict[str, dict[str, Any]]  # product label → summary over seeds
+    pooled: dict[str, dict[str, Any]] = field(default_factory=dict)  # … → pooled over seeds
+
+
+@dataclass
+class Table:
+    title: str
+    notes: list[str]
+    header: list[str]
+    rows: list[list[str]]
+    csv_rows: list[dict[str, Any]]
 
 
 def build_table(
     groups: Sequence[Group], columns: Sequence[tuple], first: Sequence[str]
 ) -> tuple[list[list[str]], list[dict[str, Any]]]:
     """Markdown rows (with an ``Avg`` row per group when there are several products) and CSV
-    rows of the groups."""
+    rows of the groups: mean ± std over seeds, and the per-seed test set."""
     rows, csv_rows = [], []
     for group in groups:
         for product, summary in group.per_product.items():
-            rows.append([group.network, group.training_set, product, *_cells(summary, columns)])
+            rows.append(
+                [
+                    group.network,
+                    group.training_set,
+                    product,
+                    *_cells(summary, columns),
+                    _test_counts(summary),
+                ]
+            )
             labels = dict(zip(first, (group.network, group.training_set, product), strict=True))
             csv_rows.append(_csv_row(labels, summary, columns))
         if len(group.per_product) > 1:
             average = _average(list(group.per_product.values()), columns)
-            rows.append([group.network, group.training_set, "Avg", *average])
+            rows.append([group.network, group.training_set, "Avg", *average, "–"])
     return rows, csv_rows
 
 
+def build_pooled_table(
+    groups: Sequence[Group], columns: Sequence[tuple], first: Sequence[str], confusion: str
+) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
+    """Header, Markdown rows and CSV rows of the pooled metrics: counts beside every number,
+    the pooled ``confusion`` matrix, each metric with its interval."""
+    header = [
+        *first,
+        "Runs",
+        "Test predictions (defect-free / defective)",
+        "Distinct test images (defect-free / defective)",
+        "Confusion [[TN, FP], [FN, TP]]"
+        if confusion == "confusion_matrix"
+        else "Pixel confusion [[TN, FP], [FN, TP]]",
+        *(f"{title} [interval]" for _, title, *_ in columns),
+    ]
+    rows, csv_rows = [], []
+    for group in groups:
+        for product, pooled in group.pooled.items():
+            intervals = pooled.get("intervals", {})
+            (tn, fp), (fn, tp) = pooled[confusion]
+            rows.append(
+                [
+                    group.network,
+                    group.training_set,
+                    product,
+                    str(pooled["n_runs"]),
+                    f"{pooled['n_defect_free']} / {pooled['n_defective']}",
+                    f"{pooled['n_images_defect_free']} / {pooled['n_images_defective']}",
+                    f"[[{tn}, {fp}], [{fn}, {tp}]]",
+                    *(
+                        format_interval(pooled.get(key), intervals.get(key), scale, digits)
+                        for key, _, scale, digits in columns
+                    ),
+                ]
+            )
+            row: dict[str, Any] = dict(
+                zip(first, (group.network, group.training_set, product), strict=True)
+            )
+            for key in (
+                "n_runs",
+                "n_defect_free",
+                "n_defective",
+                "n_images_defect_free",
+                "n_images_defective",
+            ):
+                row[key] = pooled[key]
+            row.update(tn=tn, fp=fp, fn=fn, tp=tp)
+            for key, *_ in columns:
+                interval = intervals.get(key) or [None, None]
+                row.update({key: pooled.get(key), f"{key}_low": interval[0]})
+                row[f"{key}_high"] = interval[1]
+            csv_rows.append(row)
+    return header, rows, csv_rows
+
+
 def write_table(
-    cfg: DictConfig,
-    name: str,
-    title: str,
-    notes: Sequence[str],
-    header: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    csv_rows: Sequence[dict[str, Any]],
-    seeds: list[int],
-    seconds: float,
+    cfg: DictConfig, name: str, main: Table, pooled: Table, seeds: list[int], seconds: float
 ) -> str:
-    """``<name>.md``, ``.csv`` and ``.json`` (rows + resolved config) in the run folder, the
-    table in W&B, and the Markdown printed."""
+    """``<name>.md`` (both tables), ``<name>.csv``, ``<name>_pooled.csv`` and ``<name>.json``
+    (rows + resolved config) in the run folder, the tables in W&B, and the Markdown printed."""
     out = Path(cfg.paths.output_dir)
     record = {
         "protocol": cfg.protocol,
         "preset": cfg.preset,
         "seeds": seeds,
         "seconds": round(seconds, 1),
-        "rows": list(csv_rows),
+        "rows": list(main.csv_rows),
+        "pooled_rows": list(pooled.csv_rows),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    text = markdown(header, rows, title, notes)
-    log_table_to_wandb(cfg, out, name, list(header), [list(r) for r in rows])
+    text = markdown(main.header, main.rows, main.title, main.notes)
+    text += "\n" + markdown(pooled.header, pooled.rows, pooled.title, pooled.notes, level=2)
+    log_table_to_wandb(cfg, out, name, main.header, main.rows)
+    log_table_to_wandb(cfg, out, f"{name}_pooled", pooled.header, pooled.rows)
     write_text(text, out / f"{name}.md")
-    write_text(csv_text(list(csv_rows)), out / f"{name}.csv")
+    write_text(csv_text(list(main.csv_rows)), out / f"{name}.csv")
+    write_text(csv_text(list(pooled.csv_rows)), out / f"{name}_pooled.csv")
     write_text(json.dumps(record, indent=2, default=str) + "\n", out / f"{name}.json")
     print(text)
     return text
@@ -587,8 +724,9 @@ def _study(cfg: DictConfig, kind: str) -> tuple[list[Product], dict, dict, list[
                 check_pretrained_weights(backbone)  # before any work
     start = time.perf_counter()
     products = resolve_products(cfg)
-    results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    results: dict[tuple[str, str, str], list[RunResult]] = {}
     trivial: dict[str, dict[int, dict[str, Any]]] = {}
+    trivial_runs: dict[str, list[Predictions]] = {}  # one per seed, as the trained rows
     first_data: dict[str, StudyData] = {}
     for product in products:
         prepared: dict[int, StudyData] = {}
@@ -608,26 +746,56 @@ def _study(cfg: DictConfig, kind: str) -> tuple[list[Product], dict, dict, list[
                 if not sets:
                     raise DataError(f"no training set of {product.name} has masks")
             else:
-                defects = len(data.split.defect_test)
-                labels = torch.cat([torch.zeros(len(data.split.normal_test)), torch.ones(defects)])
+                split = data.split
+                labels = torch.cat(
+                    [torch.zeros(len(split.normal_test)), torch.ones(len(split.defect_test))]
+                ).long()
                 # deterministic given the split: one entry per split, not per training seed
                 trivial.setdefault(product.label, {})[split_seed] = always_defect_free(labels)
+                names = (*map(str, split.normal_test), *(str(d.image) for d in split.defect_test))
+                trivial_runs.setdefault(product.label, []).append(
+                    Predictions(torch.zeros(len(labels)), labels, names)
+                )
             for network in networks:
                 for synthetic in sets:
-                    record = _run(cfg, kind, network, product, data, synthetic, seed, out)
+                    result = _run(cfg, kind, network, product, data, synthetic, seed, out)
                     key = (network, synthetic.title, product.label)
-                    results.setdefault(key, []).append(record)
-    return products, results, {"trivial": trivial, "data": first_data}, seeds, start
+                    results.setdefault(key, []).append(result)
+    extra = {"trivial": trivial, "trivial_runs": trivial_runs, "data": first_data}
+    return products, results, extra, seeds, start
 
 
-def _groups(results: dict, titles: dict[str, str]) -> list[Group]:
+def _groups(
+    results: dict[tuple[str, str, str], list[RunResult]],
+    titles: dict[str, str],
+    pool: Callable[[list[Predictions]], dict[str, Any]],
+) -> list[Group]:
     groups: dict[tuple[str, str], Group] = {}
     for (network, training_set, product), runs in results.items():
         key = (network, training_set)
         if key not in groups:
             groups[key] = Group(titles.get(network, network), training_set, {})
-        groups[key].per_product[product] = summarize([r["metrics"] for r in runs])
+        groups[key].per_product[product] = summarize([r.metrics for r in runs])
+        groups[key].pooled[product] = pool([r.predictions for r in runs])
     return list(groups.values())
+
+
+def _pooled_notes(cfg: DictConfig, extra: Sequence[str]) -> list[str]:
+    n_boot, level = int(cfg.pooled.bootstrap), float(cfg.pooled.level)
+    interval = (
+        f"[interval]: {level:.0%} percentile interval over {n_boot} resamples of the distinct "
+        "test images (within each class), each image with all its seeds' predictions"
+        if n_boot > 0
+        else "no intervals (pooled.bootstrap=0)"
+    )
+    return [
+        "- Every seed's test predictions pooled into one confusion matrix and one AUROC per "
+        "row (Runs: how many). With one split (split.seed fixed) the seeds test the same "
+        "images: read each number against the distinct test images, not the predictions.",
+        f"- {interval}. Resampling keeps the class sizes, so a row that calls every image "
+        "defective (or none) has a zero-width accuracy interval: the class sizes fix it.",
+        *extra,
+    ]
 
 
 def _notes(cfg: DictConfig, seeds: list[int], extra: Sequence[str], seconds: float) -> list[str]:
@@ -645,10 +813,22 @@ def inspection(cfg: DictConfig) -> dict[str, float]:
     tested on real images."""
     products, results, extra, seeds, start = _study(cfg, "classification")
     titles = {name: spec.title for name, spec in BACKBONES.items()}
+
+    def pool(runs: list[Predictions]) -> dict[str, Any]:
+        return pooled_classification(
+            runs,
+            float(cfg.train.threshold),
+            int(cfg.pooled.bootstrap),
+            float(cfg.pooled.level),
+        )
+
     trivial = Group(
-        TRIVIAL, "–", {p: summarize(list(r.values())) for p, r in extra["trivial"].items()}
+        TRIVIAL,
+        "–",
+        {p: summarize(list(r.values())) for p, r in extra["trivial"].items()},
+        {p: pool(runs) for p, runs in extra["trivial_runs"].items()},
     )
-    groups = [trivial, *_groups(results, titles)]
+    groups = [trivial, *_groups(results, titles, pool)]
     first = ("Backbone", "Training defects", "Product (Defect)")
     rows, csv_rows = build_table(groups, CLASSIFICATION_COLUMNS, first)
     for row in csv_rows:
@@ -666,9 +846,22 @@ def inspection(cfg: DictConfig) -> dict[str, float]:
         ],
         seconds,
     )
-    header = [*first, *(title for _, title, *_ in CLASSIFICATION_COLUMNS)]
+    header = [*first, *(title for _, title, *_ in CLASSIFICATION_COLUMNS), TEST_SET]
     title = f"Table 4 — defect inspection ({cfg.protocol} protocol)"
-    write_table(cfg, "table4", title, notes, header, rows, csv_rows, seeds, seconds)
+    main = Table(title, notes, header, rows, csv_rows)
+    pooled_header, pooled_rows, pooled_csv = build_pooled_table(
+        groups, CLASSIFICATION_COLUMNS, first, "confusion_matrix"
+    )
+    for row in pooled_csv:
+        row["protocol"] = cfg.protocol
+    pooled = Table(
+        "Pooled over seeds",
+        _pooled_notes(cfg, []),
+        pooled_header,
+        pooled_rows,
+        pooled_csv,
+    )
+    write_table(cfg, "table4", main, pooled, seeds, seconds)
     return _return_values(groups[1:], "accuracy")
 
 
@@ -676,7 +869,16 @@ def segmentation(cfg: DictConfig) -> dict[str, float]:
     """A U-Net trained on synthetic (image, mask) pairs + defect-free images with empty masks,
     tested on real defects with their ground truth and the defect-free test pool."""
     products, results, extra, seeds, start = _study(cfg, "segmentation")
-    groups = _groups(results, {"unet": "U-Net"})
+
+    def pool(runs: list[Predictions]) -> dict[str, Any]:
+        return pooled_segmentation(
+            runs,
+            str(cfg.segmenter.pixel_set),
+            int(cfg.pooled.bootstrap),
+            float(cfg.pooled.level),
+        )
+
+    groups = _groups(results, {"unet": "U-Net"}, pool)
     first = ("Segmenter", "Training pairs", "Product (Defect)")
     rows, csv_rows = build_table(groups, SEGMENTATION_COLUMNS, first)
     for row in csv_rows:
@@ -698,9 +900,30 @@ def segmentation(cfg: DictConfig) -> dict[str, float]:
         ],
         seconds,
     )
-    header = [*first, *(title for _, title, *_ in SEGMENTATION_COLUMNS)]
+    header = [*first, *(title for _, title, *_ in SEGMENTATION_COLUMNS), TEST_SET]
     title = f"Segmentation study of the synthetic masks ({cfg.protocol} protocol)"
-    write_table(cfg, "segmentation", title, notes, header, rows, csv_rows, seeds, seconds)
+    main = Table(title, notes, header, rows, csv_rows)
+    pooled_header, pooled_rows, pooled_csv = build_pooled_table(
+        groups, SEGMENTATION_COLUMNS, first, "pixel_confusion_matrix"
+    )
+    for row in pooled_csv:
+        row["protocol"] = cfg.protocol
+    bins = int(cfg.pooled.bins)
+    pooled = Table(
+        "Pooled over seeds",
+        _pooled_notes(
+            cfg,
+            [
+                f"- Pixel AUROC, AP and F1-max of the summed torchmetrics binned curves ({bins} "
+                f"thresholds, steps of {1 / (bins - 1):.3g}); IoU and the pixel confusion matrix "
+                f"summed at > {cfg.segmenter.threshold}; pixels over {pixel_set}.",
+            ],
+        ),
+        pooled_header,
+        pooled_rows,
+        pooled_csv,
+    )
+    write_table(cfg, "segmentation", main, pooled, seeds, seconds)
     return _return_values(groups, "pixel_ap")
 
 
