@@ -7,7 +7,8 @@ and a segmentation study of the generated masks).
 ``sources``     synthetic sets: generated from a checkpoint, read from a folder, cut-paste
 ``classifier``  torchvision ResNet-18 / DenseNet-121 with a 1-logit head (LightningModule)
 ``segmenter``   a small U-Net (LightningModule)
-``metrics``     torchmetrics-based classification and pixel metrics, mean ± std over seeds
+``metrics``     torchmetrics-based classification and pixel metrics, mean ± std over seeds,
+                pooled over seeds with image-resampling intervals
 ``cache``       cached results keyed by the settings that produced them
 ``study``       the jobs behind ``src/inspection.py`` and ``src/segmentation.py``
 """

@@ -1,4 +1,6 @@
-"""Test-set metrics of the studies (torchmetrics) and their mean ± std over seeds.
+"""Test-set metrics of the studies (torchmetrics): per run, their mean ± std over seeds, and
+pooled over seeds (one confusion matrix / AUROC of every seed's predictions, with intervals from
+resampling the test images).
 
 Classification — the defective class is the positive one:
   accuracy, precision, recall, F1 (defective when P(defective) > ``threshold``, strictly: the rule
