@@ -13,6 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
+from torchmetrics.classification import BinaryAUROC
 
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.inspection.data import read_png, real_image
@@ -225,3 +226,44 @@ def test_composite_keeps_the_source_outside_the_soft_mask(tiny_ckpt, cache_dir, 
 
 def folder_of(made) -> Path:
     return made.folder / "widget" / "soft_mask" / "scratch_synthetic"
+
+
+def test_two_seeds_are_pooled_into_one_confusion_matrix(tiny_ckpt, cache_dir, tmp_path):
+    cfg = study_cfg(
+        "inspection",
+        tmp_path,
+        cache_dir,
+        f"ckpt={tiny_ckpt}",
+        "cut_paste.enabled=false",
+        "seeds=[0,1]",
+    )
+    inspection(cfg)
+    with open(tmp_path / "table4.csv", newline="") as fh:
+        per_seed = {r["Training defects"]: r for r in csv.DictReader(fh)}
+    with open(tmp_path / "table4_pooled.csv", newline="") as fh:
+        pooled = {r["Training defects"]: r for r in csv.DictReader(fh)}
+    runs = tmp_path / "widget-scratch" / "runs"
+    records = [
+        json.loads((runs / f"resnet18-proposed_approach-seed{k}" / "metrics.json").read_text())
+        for k in (0, 1)
+    ]
+    row = pooled["Proposed approach"]
+    # one split: both seeds test the same 2 + 2 images, so 4 + 4 predictions of 4 images
+    assert (row["n_runs"], row["n_defect_free"], row["n_defective"]) == ("2", "4", "4")
+    assert (row["n_images_defect_free"], row["n_images_defective"]) == ("2", "2")
+    assert records[0]["test_images"] == records[1]["test_images"]
+    summed = np.sum([r["metrics"]["confusion_matrix"] for r in records], axis=0).ravel()
+    assert [int(row[k]) for k in ("tn", "fp", "fn", "tp")] == summed.tolist()
+    assert [per_seed["Proposed approach"][k] for k in ("tn", "fp", "fn", "tp")] == [
+        row[k] for k in ("tn", "fp", "fn", "tp")
+    ]
+    scores = torch.tensor([s for r in records for s in r["test_scores"]])
+    labels = torch.tensor([v for r in records for v in r["test_labels"]])
+    assert float(row["auroc"]) == pytest.approx(BinaryAUROC()(scores, labels).item())
+    trivial = pooled["–"]
+    assert (trivial["n_runs"], trivial["tn"], trivial["fn"]) == ("2", "4", "4")
+    table = (tmp_path / "table4.md").read_text()
+    assert (
+        "| Always defect-free | – | Widget (scratch) | 2 | 4 / 4 | 2 / 2 | [[4, 0], [4, 0]] |"
+        in table
+    )
