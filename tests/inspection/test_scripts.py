@@ -173,6 +173,10 @@ def test_input_errors_are_clear(cache_dir, tmp_path, tiny_ckpt):
     cfg = study_cfg("inspection", tmp_path, cache_dir, f"ckpt={tiny_ckpt}", "backbones=[vgg]")
     with pytest.raises(ConfigError, match="vgg"):
         inspection(cfg)
+    for option in ("pooled.level=1.5", "pooled.bins=1", "pooled.bootstrap=-1"):
+        cfg = study_cfg("inspection", tmp_path, cache_dir, f"ckpt={tiny_ckpt}", option)
+        with pytest.raises(ConfigError, match=option.split("=")[0].replace(".", r"\.")):
+            inspection(cfg)
 
 
 @pytest.mark.parametrize(("model", "title"), [("dcgan4", "DCGAN (4-channel)"), ("cut", "CUT")])

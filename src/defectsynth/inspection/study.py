@@ -690,6 +690,13 @@ def _check_common(cfg: DictConfig) -> list[int]:
     seeds = [int(s) for s in _as_list(cfg.seeds)]
     if not seeds:
         raise ConfigError("seeds=[...] must list at least one seed")
+    pooled = cfg.pooled
+    if int(pooled.bootstrap) < 0:
+        raise ConfigError(f"pooled.bootstrap={pooled.bootstrap}; expected a count ≥ 0 (0: none)")
+    if not 0.0 < float(pooled.level) < 1.0:
+        raise ConfigError(f"pooled.level={pooled.level}; expected a probability in (0, 1)")
+    if int(pooled.bins) < 2:
+        raise ConfigError(f"pooled.bins={pooled.bins}; expected at least 2 thresholds")
     return seeds
 
 
