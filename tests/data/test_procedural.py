@@ -397,3 +397,119 @@ def test_ensure_dataset_is_safe_under_concurrency(tmp_path: Path) -> None:
     root = results[0]
     assert sorted(p.name for p in root.iterdir()) == ["transistor"]
     assert len(list((root / "transistor" / "train" / "good").iterdir())) == 3
+
+
+# ------------------------------------------------------------------------------- second types
+
+SECOND_TYPES = [("tile", "glue_strip"), ("wood", "scratch"), ("transistor", "misplaced")]
+
+
+def test_every_product_has_a_second_defect_type_after_the_papers() -> None:
+    assert {c: types[0] for c, types in procedural.DEFECT_TYPES.items()} == PRODUCTS
+    assert dict(SECOND_TYPES) == {c: types[1] for c, types in procedural.DEFECT_TYPES.items()}
+
+
+@pytest.mark.parametrize(("category", "defect"), SECOND_TYPES)
+@pytest.mark.parametrize("size", [64, 128])
+def test_second_type_changes_only_pixels_inside_its_mask(
+    category: str, defect: str, size: int
+) -> None:
+    for seed in range(4):
+        clean, image, mask = render_sample(category, size, seed, True, defect)
+        assert image is not None and mask is not None
+        assert set(np.unique(mask).tolist()) == {0, 1}
+        inside = mask.astype(bool)
+        changed = np.any(clean != image, axis=2)
+        assert changed.any() and np.array_equal(clean[~inside], image[~inside])
+        margin = 2 + round(4 * size / 512)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1,) * 2)
+        assert not (inside & ~cv2.dilate(changed.astype(np.uint8), kernel).astype(bool)).any()
+        assert inside.mean() < (0.5 if defect == "misplaced" else 0.2)
+        diff = np.abs(clean.astype(int) - image.astype(int)).max(axis=2)
+        assert diff[changed].mean() > 12
+
+
+@pytest.mark.parametrize(("category", "defect"), SECOND_TYPES)
+def test_second_type_is_deterministic_and_keeps_the_clean_instance(
+    category: str, defect: str
+) -> None:
+    a = render_sample(category, SIZE, 11, True, defect)
+    b = render_sample(category, SIZE, 11, True, defect)
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True))
+    first = render_sample(category, SIZE, 11, True)
+    assert a[0].tobytes() == first[0].tobytes()  # same part, another defect
+    assert a[2].tobytes() != first[2].tobytes()
+    # the explicit name of the paper's type is the default
+    assert render_sample(category, SIZE, 11, True, PRODUCTS[category])[1].tobytes() == (
+        first[1].tobytes()
+    )
+
+
+def test_unknown_defect_type_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match="glue_strip") as info:
+        render_sample("tile", 64, 0, True, "scratch")
+    assert "crack" in str(info.value) and "scratch" in str(info.value)
+
+
+def test_glue_strip_is_a_wide_darker_band() -> None:
+    for seed in range(5):
+        clean, image, mask = render_sample("tile", 256, seed, True, "glue_strip")
+        inside = mask.astype(bool)
+        assert luminance(image)[inside].mean() < luminance(clean)[inside].mean() - 8
+        # far wider than a crack: its distance-transform ridge is several pixels
+        assert cv2.distanceTransform(mask, cv2.DIST_L2, 3).max() > 4
+        ys, xs = np.nonzero(mask)
+        assert max(np.ptp(ys), np.ptp(xs)) > 0.25 * 256
+
+
+def test_scratch_is_a_thin_long_line() -> None:
+    for seed in range(6):
+        _, _, mask = render_sample("wood", 256, seed, True, "scratch")
+        ys, xs = np.nonzero(mask)
+        assert max(np.ptp(ys), np.ptp(xs)) > 0.15 * 256
+        assert cv2.distanceTransform(mask, cv2.DIST_L2, 3).max() < 7  # a few px wide
+        assert mask.mean() < 0.04
+
+
+def test_misplaced_moves_the_black_package() -> None:
+    for seed in range(4):
+        clean, image, mask = render_sample("transistor", 128, seed, True, "misplaced")
+        package = luminance(clean) < 40
+        moved = luminance(image) < 40
+        # the package left some of its pixels and covers new ones, all inside the mask
+        assert (package & ~moved).sum() > 20 and (moved & ~package).sum() > 20
+        assert mask.astype(bool)[package ^ moved].all()
+
+
+def test_all_defects_spec_writes_both_types_and_keeps_the_papers_files(tmp_path: Path) -> None:
+    plain = small_spec("wood")
+    both = small_spec("wood", all_defects=True)
+    assert both.defects == ("hole", "scratch") and plain.defects == ("hole",)
+    assert both.fingerprint() != plain.fingerprint()
+    write_dataset(plain, tmp_path / "a")
+    write_dataset(both, tmp_path / "b")
+    folder = tmp_path / "b" / "wood"
+    assert sorted(p.name for p in (folder / "test").iterdir()) == ["good", "hole", "scratch"]
+    assert sorted(p.name for p in (folder / "ground_truth/scratch").iterdir()) == [
+        "000_mask.png",
+        "001_mask.png",
+    ]
+    for path in sorted((tmp_path / "a" / "wood").rglob("*.png")):
+        twin = folder / path.relative_to(tmp_path / "a" / "wood")
+        assert path.read_bytes() == twin.read_bytes()
+    hole = read_rgb(folder / "test/hole/000.png")
+    assert not np.array_equal(hole, read_rgb(folder / "test/scratch/000.png"))
+    meta = json.loads((folder / "procedural.json").read_text())
+    assert meta["defects"] == ["hole", "scratch"] and meta["spec"]["all_defects"] is True
+
+
+def test_caches_written_before_all_defects_existed_are_reused(tmp_path: Path) -> None:
+    spec = small_spec("tile")
+    root = ensure_dataset(spec, tmp_path)
+    meta_path = root / "tile" / "procedural.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["spec"]["all_defects"]  # what an older version wrote
+    meta_path.write_text(json.dumps(meta))
+    stamp = (root / "tile/train/good/000.png").stat().st_mtime_ns
+    assert ensure_dataset(spec, tmp_path) == root
+    assert (root / "tile/train/good/000.png").stat().st_mtime_ns == stamp

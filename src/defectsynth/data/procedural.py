@@ -8,6 +8,13 @@ mask conventions) rather than drawing toy patterns:
 * ``wood`` / ``hole``: honey oak with wavy vertical grain and a dark round hole (or a cluster).
 * ``transistor`` / ``cut_lead``: a black TO-92 on copper stripboard with one lead cut off.
 
+Each product has a second defect type (``DEFECT_TYPES``), written only when the spec asks for
+it (``all_defects``), so the paper's datasets and their cache folders stay exactly as they were:
+
+* ``tile`` / ``glue_strip``: a darker, glossy, translucent band of glue across the tile.
+* ``wood`` / ``scratch``: a long, thin, nearly straight bright or dark scratch.
+* ``transistor`` / ``misplaced``: the package and its leads shifted and rotated off their place.
+
 A defective sample is rendered on top of the very same clean instance, so the defect image
 differs from the clean one only inside its mask, and the mask is the set of changed pixels grown
 by a few pixels of margin, like the hand-drawn MVTec masks.
@@ -36,7 +43,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -49,6 +56,13 @@ GENERATOR_VERSION = "1"
 
 PRODUCTS: dict[str, str] = {"tile": "crack", "wood": "hole", "transistor": "cut_lead"}
 
+#: Every defect type of each product; the first one is the paper's (``PRODUCTS``).
+DEFECT_TYPES: dict[str, tuple[str, ...]] = {
+    "tile": ("crack", "glue_strip"),
+    "wood": ("hole", "scratch"),
+    "transistor": ("cut_lead", "misplaced"),
+}
+
 # (train/good, test/good, test/<defect>) as in the real MVTec AD release.
 _DEFAULT_COUNTS: dict[str, tuple[int, int, int]] = {
     "tile": (230, 33, 17),
@@ -58,6 +72,9 @@ _DEFAULT_COUNTS: dict[str, tuple[int, int, int]] = {
 
 # Stable ids mixed into per-image seeds so that splits never share an instance.
 _SPLIT_IDS = {"train_good": 0, "test_good": 1, "test_defect": 2}
+# the k-th additional defect type (k >= 1) draws its instances from split id base + k, far from
+# the ids above so that a new split can never collide with them
+_EXTRA_DEFECT_SPLIT_BASE = 16
 _MIN_SIZE = 32
 _MIN_RENDER_SIZE = 256
 _META_NAME = "procedural.json"
@@ -87,6 +104,8 @@ class ProceduralSpec:
     n_test_good: int | None = None
     n_defect: int | None = None
     seed: int = 0
+    #: also write the category's additional defect types (``DEFECT_TYPES``), n_defect each
+    all_defects: bool = False
 
     def __post_init__(self) -> None:
         _check_category(self.category)
@@ -107,6 +126,10 @@ class ProceduralSpec:
             )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"ProceduralSpec.seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.all_defects, bool):
+            raise ValueError(
+                f"ProceduralSpec.all_defects must be true or false, got {self.all_defects!r}"
+            )
 
     @classmethod
     def for_category(cls, category: str, **overrides: int) -> ProceduralSpec:
@@ -117,11 +140,22 @@ class ProceduralSpec:
     def defect(self) -> str:
         return PRODUCTS[self.category]
 
+    @property
+    def defects(self) -> tuple[str, ...]:
+        """The defect types written: the paper's one, or every type of the category."""
+        return DEFECT_TYPES[self.category] if self.all_defects else (self.defect,)
+
     def fingerprint(self) -> str:
         """Short stable hash of every field and the generator version."""
-        payload = json.dumps(
-            {"generator_version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True
-        )
+        fields = asdict(self)
+        if not self.all_defects:
+            # the paper's datasets keep the fingerprint (and cache folder) they had before
+            # additional defect types existed
+            del fields["all_defects"]
+        else:
+            # adding a type later must not reuse a cache written without it
+            fields["defect_types"] = list(self.defects)
+        payload = json.dumps({"generator_version": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -423,6 +457,51 @@ def _render_tile_crack(rng: Rng, clean: FloatImage) -> FloatImage:
     return img
 
 
+_GLUE = np.array([0.47, 0.43, 0.33], dtype=np.float32)  # amber-grey dried glue
+_GLOSS = np.array([0.93, 0.94, 0.92], dtype=np.float32)
+
+
+def _band_path(rng: Rng) -> np.ndarray:
+    """Centre line (unit coordinates) of a brushed band: in from one border, gently bowed,
+    out through another border or ending on the tile where the brush lifted off."""
+    edge = int(rng.integers(4))
+    start = _edge_point(rng, edge, 0.2, 0.8)
+    if rng.random() < 0.3:
+        end = rng.uniform(0.3, 0.7, size=2)
+    else:
+        end = _edge_point(rng, (edge + int(rng.choice([1, 2, 2, 3]))) % 4, 0.2, 0.8)
+    d = end - start
+    normal = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-9)
+    bow = start + 0.5 * d + normal * rng.uniform(-0.12, 0.12) * np.hypot(*d)
+    t = np.linspace(0.0, 1.0, 64)[:, None]
+    return (1 - t) ** 2 * start + 2 * (1 - t) * t * bow + t**2 * end
+
+
+def _render_tile_glue(rng: Rng, clean: FloatImage) -> FloatImage:
+    size = clean.shape[0]
+    s = size / 512
+    points = _band_path(rng) * size
+    half = rng.uniform(0.022, 0.05) * size
+    yy, xx = _grid(size)
+    dist, side, _ = _polyline_field(points, yy, xx, reach=2.0 * half)
+    # the glue spreads unevenly: ragged, wandering edges rather than a ruler-straight band
+    wobble = 1.0 + 0.3 * _smooth_noise(rng, size, 25 * s) + 0.1 * _smooth_noise(rng, size, 4 * s)
+    width = half * np.clip(wobble, 0.5, 1.6)
+    alpha = np.clip(width - dist + 0.75, 0, 1.5) / 1.5
+    alpha[~np.isfinite(dist)] = 0.0
+    # thicker (darker) towards the middle, thin at its ragged rims
+    across = np.clip(np.abs(side) / np.maximum(width, 1.0), 0, 1)
+    thickness = (1.0 - 0.5 * across**2) * (1.0 + 0.12 * _smooth_noise(rng, size, 10 * s))
+    film = np.clip(alpha * rng.uniform(0.5, 0.7) * thickness, 0, 1)
+    img = _blend(clean, _GLUE * rng.uniform(0.85, 1.1), film)
+    # a wet-looking specular streak runs along the band, broken where the film is thin
+    lane = rng.uniform(-0.5, 0.5)
+    streak = np.exp(-((((side / np.maximum(width, 1.0)) - lane) / 0.18) ** 2))
+    streak *= _smoothstep(-0.2, 1.2, _smooth_noise(rng, size, 18 * s))
+    img = _blend(img, _GLOSS, np.clip(0.45 * streak * alpha, 0, 1))
+    return img
+
+
 # =============================================================================== wood
 
 
@@ -532,6 +611,53 @@ def _render_wood_hole(rng: Rng, clean: FloatImage) -> FloatImage:
         patch = _blend(patch, interior * grain[..., None], inside)
         img[y0:y1, x0:x1] = patch
     return img
+
+
+_SCRATCH_LIGHT = np.array([0.9, 0.78, 0.62], dtype=np.float32)  # crushed, exposed fibres
+_SCRATCH_DARK = np.array([0.25, 0.16, 0.11], dtype=np.float32)  # dirt-filled groove
+
+
+def _render_wood_scratch(rng: Rng, clean: FloatImage) -> FloatImage:
+    size = clean.shape[0]
+    s = size / 512
+    ss = 2  # supersampling factor, as for cracks: scratches are sub-pixel at small sizes
+    big = size * ss
+    shift = 3
+    stroke = np.zeros((big, big), np.uint8)
+    angle = rng.uniform(0, np.pi)
+    length = rng.uniform(0.3, 0.75)
+    centre = rng.uniform(0.25, 0.75, size=2)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    normal = np.array([-direction[1], direction[0]])
+    bow = rng.uniform(-0.03, 0.03)
+    width = rng.uniform(3.0, 5.0)  # pixels at 512 px
+    # one main stroke, sometimes accompanied by a parallel one from the same tool
+    n_strokes = 1 if rng.random() < 0.7 else 2
+    for k in range(n_strokes):
+        offset = normal * (k * rng.uniform(0.012, 0.03))
+        t = np.linspace(-0.5, 0.5, 48)[:, None]
+        pts = centre + offset + t * length * direction + (1 - 4 * t**2) * bow * normal
+        px = pts * big * (1 << shift)
+        # pressure varies along the stroke and fades at both ends
+        pressure = np.clip(1.2 - (2 * np.abs(t[:, 0])) ** 4, 0, 1) * rng.uniform(0.7, 1.0, 48)
+        for i in range(len(px) - 1):
+            value = int(255 * pressure[i])
+            if value < 20:
+                continue
+            thick = max(1, round(width * s * ss * (0.8 if k else 1.0)))
+            cv2.line(
+                stroke,
+                tuple(px[i].astype(int)),
+                tuple(px[i + 1].astype(int)),
+                value,
+                thick,
+                cv2.LINE_AA,
+                shift,
+            )
+    alpha = cv2.resize(stroke, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    alpha /= 255.0
+    colour = _SCRATCH_LIGHT if rng.random() < 0.6 else _SCRATCH_DARK
+    return _blend(clean, colour * rng.uniform(0.9, 1.05), np.clip(alpha * 0.95, 0, 1))
 
 
 # =============================================================================== transistor
@@ -833,51 +959,108 @@ def _choose_cut(rng: Rng, scene: _TransistorScene) -> tuple[int, float]:
     return i, visible + float(rng.uniform(0.15, 0.7)) * max(free, 1.0)
 
 
+def _misplace(rng: Rng, scene: _TransistorScene) -> _TransistorScene:
+    """The same component, shifted and rotated off its place on the board: the package layers
+    are warped, the lead polylines moved with them (their plating texture travels along)."""
+    size = scene.size
+    ys, xs = np.nonzero(scene.body_alpha > 0.5)
+    pivot = (float(xs.mean()), float(ys.mean())) if len(xs) else (size / 2, size / 2)
+    angle = float(rng.choice([-1.0, 1.0]) * rng.uniform(5.0, 15.0))
+    heading = rng.uniform(0, 2 * np.pi)
+    shift = rng.uniform(0.015, 0.045) * size * np.array([np.cos(heading), np.sin(heading)])
+    matrix = cv2.getRotationMatrix2D(pivot, angle, 1.0)
+    matrix[:, 2] += shift
+    warp = lambda layer: cv2.warpAffine(  # noqa: E731
+        layer, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0
+    )
+    body_alpha = warp(scene.body_alpha)
+    rows = np.nonzero(body_alpha.max(axis=1) > 0.5)[0]
+    leads = [
+        replace(lead, points=lead.points @ matrix[:, :2].T + matrix[:, 2]) for lead in scene.leads
+    ]
+    return replace(
+        scene,
+        body_rgb=warp(scene.body_rgb),
+        body_alpha=body_alpha,
+        body_bottom=float(rows.max()) if len(rows) else 0.0,
+        leads=leads,
+    )
+
+
 # =============================================================================== dispatch
 
 
-def _category_rngs(category: str, seed: int) -> tuple[Rng, Rng]:
+def _category_rngs(category: str, seed: int, defect_index: int = 0) -> tuple[Rng, Rng]:
     """Independent streams for the clean instance and its defect, so that adding a defect
-    never changes the clean render of the same seed."""
+    never changes the clean render of the same seed. Each defect type has its own stream
+    (the paper's type keeps the one it always had: spawned children do not depend on how
+    many are spawned)."""
     tag = zlib.crc32(category.encode())
     root = np.random.SeedSequence(entropy=seed, spawn_key=(tag,))
-    clean_ss, defect_ss = root.spawn(2)
-    return np.random.default_rng(clean_ss), np.random.default_rng(defect_ss)
+    children = root.spawn(2 + defect_index)
+    return np.random.default_rng(children[0]), np.random.default_rng(children[1 + defect_index])
 
 
 def _render_pair(
-    category: str, size: int, rng_clean: Rng, rng_defect: Rng, defective: bool
+    category: str,
+    size: int,
+    rng_clean: Rng,
+    rng_defect: Rng,
+    defective: bool,
+    defect: str | None = None,
 ) -> tuple[FloatImage, FloatImage | None]:
+    defect = defect or PRODUCTS[category]
     if category == "tile":
         clean = _render_tile_clean(rng_clean, size)
-        return clean, (_render_tile_crack(rng_defect, clean) if defective else None)
+        if not defective:
+            return clean, None
+        render = _render_tile_crack if defect == "crack" else _render_tile_glue
+        return clean, render(rng_defect, clean)
     if category == "wood":
         clean = _render_wood_clean(rng_clean, size)
-        return clean, (_render_wood_hole(rng_defect, clean) if defective else None)
+        if not defective:
+            return clean, None
+        render = _render_wood_hole if defect == "hole" else _render_wood_scratch
+        return clean, render(rng_defect, clean)
     scene = _build_transistor(rng_clean, size)
     clean = _compose_transistor(scene)
     if not defective:
         return clean, None
+    if defect == "misplaced":
+        return clean, _compose_transistor(_misplace(rng_defect, scene))
     return clean, _compose_transistor(scene, _choose_cut(rng_defect, scene))
 
 
 _MASK_MARGIN = {"tile": 2.0, "wood": 2.0, "transistor": 3.0}  # pixels at 512 px
 
 
+def _check_defect(category: str, defect: str) -> int:
+    """Index of ``defect`` among the category's types; an unknown name lists the known ones."""
+    types = DEFECT_TYPES[category]
+    if defect not in types:
+        raise ValueError(
+            f"the procedural product {category!r} has no defect type {defect!r}; available "
+            f"defect types: {', '.join(types)}"
+        )
+    return types.index(defect)
+
+
 def render_sample(
-    category: str, size: int, seed: int, defective: bool
+    category: str, size: int, seed: int, defective: bool, defect: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Return (clean HxWx3 uint8 RGB, defective HxWx3 uint8 or None, mask HxW uint8 in {0,1}
-    or None). Deterministic in (category, size, seed); the clean image is the same whether or
-    not ``defective`` is set."""
+    or None). Deterministic in (category, size, seed, defect); the clean image is the same
+    whether or not ``defective`` is set and whatever the defect type. ``defect`` is one of
+    ``DEFECT_TYPES[category]``; None is the paper's type."""
     _check_category(category)
     if size < _MIN_SIZE:
         raise ValueError(f"size must be >= {_MIN_SIZE}, got {size}")
-    rng_clean, rng_defect = _category_rngs(category, seed)
+    defect = defect or PRODUCTS[category]
+    rng_clean, rng_defect = _category_rngs(category, seed, _check_defect(category, defect))
     # small images are downscaled renders, as real photos would be: rendering directly at
     # 64 px would lose sub-pixel grains and fibres and shift the colour statistics
     work = max(size, _MIN_RENDER_SIZE)
-    clean_f, defect_f = _render_pair(category, work, rng_clean, rng_defect, defective)
+    clean_f, defect_f = _render_pair(category, work, rng_clean, rng_defect, defective, defect)
     if work != size:
         clean_f = cv2.resize(clean_f, (size, size), interpolation=cv2.INTER_AREA)
         if defect_f is not None:
@@ -900,8 +1083,21 @@ def render_sample(
 
 def _image_seed(base_seed: int, split: str, index: int) -> int:
     """Per-image seed from (dataset seed, split, index); splits never share an instance."""
-    ss = np.random.SeedSequence(entropy=base_seed, spawn_key=(_SPLIT_IDS[split], index))
+    return _seed_of(base_seed, _SPLIT_IDS[split], index)
+
+
+def _seed_of(base_seed: int, split_id: int, index: int) -> int:
+    ss = np.random.SeedSequence(entropy=base_seed, spawn_key=(split_id, index))
     return int(ss.generate_state(1, dtype=np.uint64)[0])
+
+
+def _defect_image_seed(base_seed: int, category: str, defect: str, index: int) -> int:
+    """Seed of the ``index``-th image of a defect type: the paper's type keeps its
+    ``test_defect`` seeds; every other type gets instances of its own."""
+    k = _check_defect(category, defect)
+    if k == 0:
+        return _image_seed(base_seed, "test_defect", index)
+    return _seed_of(base_seed, _EXTRA_DEFECT_SPLIT_BASE + k, index)
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -918,12 +1114,13 @@ def _metadata(spec: ProceduralSpec) -> dict:
         "fingerprint": spec.fingerprint(),
         "spec": asdict(spec),
         "defect": spec.defect,
+        "defects": list(spec.defects),
     }
 
 
 def _jobs(spec: ProceduralSpec, folder: Path) -> list[Callable[[], None]]:
     """One closure per image so the images can be rendered in a thread pool."""
-    cat, size, defect = spec.category, spec.image_size, spec.defect
+    cat, size = spec.category, spec.image_size
 
     def good(split: str, index: int, out: Path) -> Callable[[], None]:
         def job() -> None:
@@ -932,10 +1129,10 @@ def _jobs(spec: ProceduralSpec, folder: Path) -> list[Callable[[], None]]:
 
         return job
 
-    def bad(index: int) -> Callable[[], None]:
+    def bad(defect: str, index: int) -> Callable[[], None]:
         def job() -> None:
-            seed = _image_seed(spec.seed, "test_defect", index)
-            _, image, mask = render_sample(cat, size, seed, True)
+            seed = _defect_image_seed(spec.seed, cat, defect, index)
+            _, image, mask = render_sample(cat, size, seed, True, defect)
             assert image is not None and mask is not None
             _write_png(folder / "test" / defect / f"{index:03d}.png", image)
             _write_png(folder / "ground_truth" / defect / f"{index:03d}_mask.png", mask * 255)
@@ -944,7 +1141,7 @@ def _jobs(spec: ProceduralSpec, folder: Path) -> list[Callable[[], None]]:
 
     jobs = [good("train_good", i, folder / "train" / "good") for i in range(spec.n_train_good)]
     jobs += [good("test_good", i, folder / "test" / "good") for i in range(spec.n_test_good)]
-    jobs += [bad(i) for i in range(spec.n_defect)]
+    jobs += [bad(d, i) for d in spec.defects for i in range(spec.n_defect)]
     return jobs
 
 
@@ -963,12 +1160,9 @@ def write_dataset(spec: ProceduralSpec, root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{spec.category}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        for sub in (
-            "train/good",
-            "test/good",
-            f"test/{spec.defect}",
-            f"ground_truth/{spec.defect}",
-        ):
+        subfolders = ["train/good", "test/good"]
+        subfolders += [f"{kind}/{d}" for d in spec.defects for kind in ("test", "ground_truth")]
+        for sub in subfolders:
             (tmp / sub).mkdir(parents=True)
         workers = max(1, min(8, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -997,7 +1191,12 @@ def _matches(folder: Path, spec: ProceduralSpec) -> bool:
         meta = json.loads((folder / _META_NAME).read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("fingerprint") == spec.fingerprint() and meta.get("spec") == asdict(spec)
+    recorded = meta.get("spec")
+    if not isinstance(recorded, dict):
+        return False
+    # datasets cached before ``all_defects`` existed hold the paper's type only
+    recorded = {"all_defects": False, **recorded}
+    return meta.get("fingerprint") == spec.fingerprint() and recorded == asdict(spec)
 
 
 def ensure_dataset(spec: ProceduralSpec, cache_dir: Path) -> Path:
@@ -1015,7 +1214,8 @@ def ensure_dataset(spec: ProceduralSpec, cache_dir: Path) -> Path:
         with contextlib.suppress(OSError):
             os.rename(target, stale)
         shutil.rmtree(stale, ignore_errors=True)
-    n_images = spec.n_train_good + spec.n_test_good + spec.n_defect
+    n_defects = spec.n_defect * len(spec.defects)
+    n_images = spec.n_train_good + spec.n_test_good + n_defects
     start = time.perf_counter()
     try:
         write_dataset(spec, root)
@@ -1026,9 +1226,9 @@ def ensure_dataset(spec: ProceduralSpec, cache_dir: Path) -> Path:
     logger.info(
         "generated procedural %s/%s dataset: %d images (+%d masks) at %d px in %.1f s -> %s",
         spec.category,
-        spec.defect,
+        "+".join(spec.defects),
         n_images,
-        spec.n_defect,
+        n_defects,
         spec.image_size,
         time.perf_counter() - start,
         target,
