@@ -1,5 +1,9 @@
 """LightningDataModule serving unpaired (normal, defective, mask) batches.
 
+With several defect types (``defect=[crack, glue_strip]``) each defective item also carries
+``defect_type``, its index in ``defect_types``; with ``requested_masks`` every item gains a
+``requested_mask`` drawn from the real training masks (see ``placement.py``).
+
 An epoch has max(|normal|, |defective|) items. The sampler draws, per epoch and from its own
 seed, a permutation for the normal side, a random defective image for each item and a seed for
 the augmentation, so batches are reproducible whatever the number of workers.
@@ -25,7 +29,16 @@ from defectsynth.data.mvtec import (
     MVTecSplit,
     check_defect_count,
     index_category,
+    index_defect_types,
     index_folders,
+)
+from defectsynth.data.placement import (
+    Foreground,
+    PlacementConfig,
+    RequestedMaskSampler,
+    estimate_foreground,
+    load_foreground,
+    save_foreground,
 )
 from defectsynth.data.transforms import AugmentConfig, EvalTransform, TrainAugment
 from defectsynth.errors import ConfigError, DataError
@@ -88,8 +101,15 @@ class UnpairedSampler(Sampler[Key]):
             yield (*shard[position], position)
 
 
+# mixed into an item's seed for its requested mask, so that draw is independent of the
+# augmentation of the defective image (which reads the item's seed itself)
+_REQUESTED_SEED_SALT = 0x2545F491
+
+
 class UnpairedDataset(Dataset):
-    """In-memory arrays indexed by the sampler's keys."""
+    """In-memory arrays indexed by the sampler's keys. ``defect_types[d]`` is the type index
+    of defective image ``d`` (None: one type, no ``defect_type`` key); ``requested`` draws the
+    item's ``requested_mask`` (of the item's defect type) when given."""
 
     def __init__(
         self,
@@ -97,8 +117,11 @@ class UnpairedDataset(Dataset):
         defect: Sequence[np.ndarray],
         mask: Sequence[np.ndarray],
         augment: TrainAugment,
+        defect_types: Sequence[int] | None = None,
+        requested: RequestedMaskSampler | None = None,
     ) -> None:
         self.normal, self.defect, self.mask, self.augment = normal, defect, mask, augment
+        self.defect_types, self.requested = defect_types, requested
 
     def __len__(self) -> int:
         return max(len(self.normal), len(self.defect))
@@ -106,6 +129,13 @@ class UnpairedDataset(Dataset):
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
         n, d, seed, position = key
         item = self.augment(self.normal[n], self.defect[d], self.mask[d], seed)
+        defect_type = None
+        if self.defect_types is not None:
+            defect_type = int(self.defect_types[d])
+            item["defect_type"] = torch.tensor(defect_type, dtype=torch.long)
+        if self.requested is not None:
+            drawn = self.requested.sample(seed ^ _REQUESTED_SEED_SALT, defect_type)
+            item["requested_mask"] = torch.from_numpy(drawn.mask).unsqueeze(0).float()
         item["position"] = torch.tensor(position)
         return item
 
@@ -133,12 +163,20 @@ class EvalDataset(Dataset):
 
 class DefectDataModule(L.LightningDataModule):
     """Real MVTec AD data under ``root``, or the built-in procedural product when ``root`` is
-    None. Images are decoded and downscaled once (memory + disk cache) in ``setup``."""
+    None. Images are decoded and downscaled once (memory + disk cache) in ``setup``.
+
+    ``defect`` is one type (today's batches) or a list of types (items gain ``defect_type``,
+    an index into ``defect_types``). ``requested_masks=True`` adds ``requested_mask`` to the
+    training items, drawn as ``placement`` says (``PlacementConfig`` fields plus
+    ``on_foreground``); the foreground is ``foreground`` (a mask file) or estimated from the
+    defect-free training images, and written to ``foreground_png`` (default: the trainer's
+    run folder).
+    """
 
     def __init__(
         self,
         category: str,
-        defect: str,
+        defect: str | list[str],
         root: str | None = None,
         image_size: int = 256,
         load_scale: float = 1.12,
@@ -155,6 +193,10 @@ class DefectDataModule(L.LightningDataModule):
         on_bad_file: str = "error",
         folders: dict | None = None,
         mask_suffix: str = "_mask",
+        requested_masks: bool = False,
+        placement: dict | None = None,
+        foreground: str | None = None,
+        foreground_png: str | None = None,
     ) -> None:
         super().__init__()
         # stored in checkpoints, so generate/evaluate know what the model was trained on
@@ -166,7 +208,26 @@ class DefectDataModule(L.LightningDataModule):
             )
         if load_scale < 1.0:
             raise ConfigError(f"data.load_scale={load_scale} must be >= 1 (resize, then crop).")
-        self.category, self.defect, self.root = category, defect, root
+        self.category, self.root = category, root
+        # one type keeps the paper's batches; a list (even of one) adds ``defect_type``
+        self.multi_type = not isinstance(defect, str)
+        self.defect_types: list[str] = self._defect_types(defect)
+        self.defect = "+".join(self.defect_types)  # names outputs, as one type's name does
+        self.requested_masks = bool(requested_masks)
+        placement = dict(placement or {})
+        self.on_foreground = bool(placement.pop("on_foreground", False))
+        if "scale" in placement:
+            placement["scale"] = tuple(placement["scale"])
+        try:
+            self.placement_config = PlacementConfig(**placement)
+        except TypeError as err:
+            raise ConfigError(
+                f"data.placement has an unknown option ({err}); expected on_foreground and "
+                f"{sorted(PlacementConfig.__dataclass_fields__)}."
+            ) from err
+        self.foreground_option, self.foreground_png = foreground, foreground_png
+        self.foreground: Foreground | None = None
+        self.requested_sampler: RequestedMaskSampler | None = None
         # floor: 1.12 · 256 → 286, the load size of CycleGAN and of the authors' code
         self.image_size, self.load_size = image_size, int(load_scale * image_size)
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -187,6 +248,20 @@ class DefectDataModule(L.LightningDataModule):
         self.sampler: UnpairedSampler | None = None
         self._consumed: dict[str, int] = {"epoch": 0, "position": 0}
 
+    @staticmethod
+    def _defect_types(defect: str | Sequence[str]) -> list[str]:
+        if isinstance(defect, str):
+            return [defect]
+        types = list(defect) if isinstance(defect, Sequence) else None
+        if not types or not all(isinstance(t, str) and t for t in types):
+            raise ConfigError(
+                f"data.defect={defect!r}; expected a defect type name or a non-empty list of "
+                "names (data.defect=[crack,glue_strip])."
+            )
+        if len(set(types)) != len(types):
+            raise ConfigError(f"data.defect={types} names a type twice; name each type once.")
+        return types
+
     # ----------------------------------------------------------------------------- data root
     def _spec(self) -> procedural.ProceduralSpec:
         if self.category not in procedural.PRODUCTS:
@@ -195,13 +270,19 @@ class DefectDataModule(L.LightningDataModule):
                 f"products {sorted(procedural.PRODUCTS)}, not data.category={self.category!r}. "
                 "Set data.root=<MVTec AD folder> to use real data."
             )
-        expected = procedural.PRODUCTS[self.category]
-        if self.defect != expected:
+        available = procedural.DEFECT_TYPES[self.category]
+        unknown = [d for d in self.defect_types if d not in available]
+        if unknown:
             raise DataError(
-                f"the procedural product {self.category!r} has the defect {expected!r}, not "
-                f"data.defect={self.defect!r}."
+                f"the procedural product {self.category!r} has the defect {available[0]!r} "
+                f"(and {', '.join(map(repr, available[1:]))}), not data.defect="
+                f"{', '.join(map(repr, unknown))}. Available defects: {list(available)}."
             )
-        return procedural.ProceduralSpec.for_category(self.category, **self.procedural_spec)
+        # the paper's type alone keeps the cached dataset (and fingerprint) it always had
+        extra = any(d != procedural.PRODUCTS[self.category] for d in self.defect_types)
+        spec = dict(self.procedural_spec)
+        spec.setdefault("all_defects", extra)
+        return procedural.ProceduralSpec.for_category(self.category, **spec)
 
     def _procedural_cache(self) -> Path:
         if self.cache_dir is None:
@@ -260,15 +341,19 @@ class DefectDataModule(L.LightningDataModule):
         )
         if not split.normal_train:
             raise DataError(f"no usable defect-free training images in {split.root}")
-        check_defect_count(
-            len(split.defect_train) + len(split.defect_test),
-            split.root / split.category / "test" / split.defect,
-        )
+        for defect in split.defect_types:
+            samples = split.defect_train + split.defect_test
+            n = sum(1 for s in samples if s.defect in (None, defect))
+            check_defect_count(n, split.root / split.category / "test" / defect)
         return split
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
+        if self.folders is not None and self.multi_type:
+            raise ConfigError(
+                "data=folder holds one defect type; data.defect must be a single name there."
+            )
         if self.folders is not None:
             split = index_folders(
                 **self.folders,
@@ -277,6 +362,14 @@ class DefectDataModule(L.LightningDataModule):
                 mask_suffix=self.mask_suffix,
                 train_fraction=self.train_fraction,
                 bad=self.bad_files,
+            )
+        elif self.multi_type:
+            split = index_defect_types(
+                self.data_root(),
+                self.category,
+                self.defect_types,
+                self.train_fraction,
+                self.bad_files,
             )
         else:
             split = index_category(
@@ -302,9 +395,69 @@ class DefectDataModule(L.LightningDataModule):
             normal = DecodeOnAccess(split.normal_train, self.load_size, "image")
             defect = DecodeOnAccess([s.image for s in split.defect_train], self.load_size, "image")
             mask = DecodeOnAccess([s.mask for s in split.defect_train], self.load_size, "mask")
+        types = None
+        if self.multi_type:
+            types = [self.defect_types.index(s.defect) for s in split.defect_train]
+        if self.requested_masks:
+            self.requested_sampler = self._requested_sampler(split, types)
         self.train_set = UnpairedDataset(
-            normal, defect, mask, TrainAugment(self.image_size, self.augment_config)
+            normal,
+            defect,
+            mask,
+            TrainAugment(self.image_size, self.augment_config),
+            defect_types=types,
+            requested=self.requested_sampler,
         )
+
+    # ----------------------------------------------------------------------------- placement
+    def foreground_mask(self) -> Foreground:
+        """The product's foreground at ``image_size``: ``data.foreground`` or estimated from
+        the defect-free training images (computed once)."""
+        if self.foreground is None:
+            if self.split is None:
+                self.setup()
+            assert self.split is not None
+            size = self.image_size
+            if self.foreground_option:
+                self.foreground = load_foreground(self.foreground_option, size)
+            else:
+                images = [self._square(self.cache.image(p, size)) for p in self.split.normal_train]
+                self.foreground = estimate_foreground(images, size)
+            log.info(
+                "foreground (%s): %.0f %% of the image%s",
+                self.foreground.source,
+                100 * self.foreground.coverage,
+                "" if self.foreground.is_object else " (no object found: the whole image)",
+            )
+        return self.foreground
+
+    def _square(self, array: np.ndarray) -> np.ndarray:
+        """The centre crop the evaluation transform takes (masks and images alike)."""
+        h, w = array.shape[:2]
+        top, left = (h - self.image_size) // 2, (w - self.image_size) // 2
+        return array[top : top + self.image_size, left : left + self.image_size]
+
+    def _requested_sampler(
+        self, split: MVTecSplit, types: list[int] | None
+    ) -> RequestedMaskSampler:
+        """Real training masks at ``image_size`` (centre crop) as requested-mask sources."""
+        masks = [self._square(self.cache.mask(s.mask, self.image_size)) for s in split.defect_train]
+        names = [str(s.mask) for s in split.defect_train]
+        foreground = self.foreground_mask().mask if self.on_foreground else None
+        return RequestedMaskSampler(
+            masks,
+            names,
+            self.image_size,
+            types=types,
+            foreground=foreground,
+            config=self.placement_config,
+        )
+
+    def write_foreground(self, path: str | Path) -> Path | None:
+        """Save the foreground used for requested masks as a PNG (nothing when none is used)."""
+        if self.foreground is None:
+            return None
+        return save_foreground(self.foreground, path)
 
     def counts(self) -> dict[str, int]:
         if self.split is None:
@@ -335,6 +488,12 @@ class DefectDataModule(L.LightningDataModule):
         )
         if self._consumed["position"] > 0:
             self.sampler.resume_from(self._consumed["epoch"], self._consumed["position"])
+        if self.foreground is not None and (trainer is None or trainer.is_global_zero):
+            target = self.foreground_png
+            if target is None and trainer is not None:
+                target = str(Path(trainer.default_root_dir) / "foreground.png")
+            if target is not None:
+                self.write_foreground(target)
         return self._loader(self.train_set, sampler=self.sampler, drop_last=False)
 
     # ----------------------------------------------------------------------------- resume
@@ -389,5 +548,17 @@ class DefectDataModule(L.LightningDataModule):
             "image_size": self.image_size,
             "load_size": self.load_size,
             "augment": asdict(self.augment_config),
+            **({"defect_types": list(self.defect_types)} if self.multi_type else {}),
+            **(
+                {
+                    "requested_masks": {
+                        "placement": asdict(self.placement_config),
+                        "on_foreground": self.on_foreground,
+                        "foreground": self.foreground.source if self.foreground else None,
+                    }
+                }
+                if self.requested_masks
+                else {}
+            ),
             **({f"n_{k}": v for k, v in self.split.counts().items()} if self.split else {}),
         }

@@ -51,10 +51,12 @@ class BadFiles:
 
 @dataclass(frozen=True)
 class DefectSample:
-    """A real defective image and its ground-truth mask."""
+    """A real defective image and its ground-truth mask (and, in a split of several defect
+    types, the type it belongs to)."""
 
     image: Path
     mask: Path
+    defect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,12 @@ class MVTecSplit:
     defect_train: tuple[DefectSample, ...]
     defect_test: tuple[DefectSample, ...]
     normal_test: tuple[Path, ...]
+    #: the defect types of a split of several (``index_defect_types``); empty for one type
+    defects: tuple[str, ...] = ()
+
+    @property
+    def defect_types(self) -> tuple[str, ...]:
+        return self.defects or (self.defect,)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -175,6 +183,48 @@ def index_category(
         defect_train=tuple(samples[:n_train]),
         defect_test=tuple(samples[n_train:]),
         normal_test=tuple(list_images(root / category / "test" / "good", bad)),
+    )
+
+
+def index_defect_types(
+    root: Path | str,
+    category: str,
+    defects: list[str] | tuple[str, ...],
+    train_fraction: float = 0.8,
+    bad: BadFiles | None = None,
+) -> MVTecSplit:
+    """Several defect types of one category in one split: each type is split on its own (the
+    first round(train_fraction·n) of its images by name train), and every sample records its
+    type. ``defect`` of the result names them all (``crack+glue_strip``)."""
+    bad = bad or BadFiles()
+    if not defects:
+        raise DataError("data.defect=[] names no defect type; give one or more.")
+    duplicates = sorted({d for d in defects if list(defects).count(d) > 1})
+    if duplicates:
+        raise DataError(f"data.defect lists {duplicates} more than once; name each type once.")
+    available = list_defects(check_root(Path(root)), category)
+    unknown = [d for d in defects if d not in available]
+    if unknown:
+        raise DataError(
+            f"data.defect={list(defects)}: {unknown} not found for category {category!r} under "
+            f"{root} (no '{category}/test/<type>' folder). Available defects: "
+            f"{available or 'none'}."
+        )
+    splits = [index_category(root, category, d, train_fraction, bad) for d in defects]
+
+    def tagged(samples: tuple[DefectSample, ...], defect: str) -> tuple[DefectSample, ...]:
+        return tuple(DefectSample(s.image, s.mask, defect) for s in samples)
+
+    first = splits[0]
+    return MVTecSplit(
+        root=first.root,
+        category=category,
+        defect="+".join(defects),
+        normal_train=first.normal_train,
+        defect_train=sum((tagged(s.defect_train, s.defect) for s in splits), ()),
+        defect_test=sum((tagged(s.defect_test, s.defect) for s in splits), ()),
+        normal_test=first.normal_test,
+        defects=tuple(defects),
     )
 
 
