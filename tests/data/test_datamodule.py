@@ -1,9 +1,10 @@
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from defectsynth.data.datamodule import DefectDataModule, UnpairedSampler
-from defectsynth.errors import DataError
+from defectsynth.errors import ConfigError, DataError
 from tests.helpers import make_mvtec, write_png
 
 SMOKE_SPEC = {"image_size": 64, "n_train_good": 8, "n_test_good": 3, "n_defect": 5}
@@ -194,3 +195,138 @@ def test_folder_layout_with_the_wrong_suffix_names_the_expected_mask(tmp_path):
     dm = DefectDataModule("widget", "scratch", folders=folders, image_size=16, num_workers=0)
     with pytest.raises(DataError, match=r"cam1_fail_0_mask\.png \(data\.mask_suffix='_mask'\)"):
         dm.setup()
+
+
+# ------------------------------------------------------------------------------- defect types
+
+
+def test_one_defect_type_keeps_the_papers_batch_keys(cache_dir):
+    batch = next(iter(procedural_dm(cache_dir).train_dataloader()))
+    assert set(batch) == {"normal", "defect", "mask", "position"}
+
+
+def test_several_defect_types_split_per_type_and_label_each_item(cache_dir):
+    dm = procedural_dm(cache_dir, defect=["glue_strip", "crack"], batch_size=4)
+    assert dm.defect_types == ["glue_strip", "crack"] and dm.defect == "glue_strip+crack"
+    # 5 images per type: round(0.8 * 5) = 4 of each train, 1 of each tests
+    assert dm.counts() == {"normal_train": 8, "defect_train": 8, "defect_test": 2, "normal_test": 3}
+    train = dm.split.defect_train
+    assert [s.defect for s in train] == ["glue_strip"] * 4 + ["crack"] * 4
+    assert [s.image.name for s in train[:4]] == ["000.png", "001.png", "002.png", "003.png"]
+    assert {s.image.parent.name for s in dm.split.defect_test} == {"glue_strip", "crack"}
+    seen = set()
+    for batch in dm.train_dataloader():
+        assert batch["defect_type"].dtype == torch.long and batch["defect_type"].shape == (4,)
+        seen |= set(batch["defect_type"].tolist())
+    assert seen == {0, 1}
+    assert dm.describe()["defect_types"] == ["glue_strip", "crack"]
+
+
+def test_defect_type_matches_the_image_it_labels(cache_dir):
+    dm = procedural_dm(cache_dir, defect=["crack", "glue_strip"])
+    types = dm.train_set.defect_types
+    masks = dm.train_set.mask
+    # widest point of each training mask: glue strips are bands, cracks are lines
+    widths = [float(cv2.distanceTransform(m, cv2.DIST_L2, 3).max()) for m in masks]
+    crack = [w for w, t in zip(widths, types, strict=True) if t == 0]
+    glue = [w for w, t in zip(widths, types, strict=True) if t == 1]
+    assert len(crack) == len(glue) == 4 and max(crack) < min(glue)
+
+
+def test_the_papers_type_alone_keeps_its_cached_dataset(cache_dir):
+    single = procedural_dm(cache_dir)
+    both = procedural_dm(cache_dir, defect=["crack", "glue_strip"])
+    assert single.split.root != both.split.root  # the paper's cache is not rewritten
+    assert "glue_strip" not in {p.name for p in (single.split.root / "tile" / "test").iterdir()}
+    # one string of a second type is served like the paper's pair, without defect_type
+    glue = procedural_dm(cache_dir, defect="glue_strip")
+    assert set(next(iter(glue.train_dataloader()))) == {"normal", "defect", "mask", "position"}
+
+
+def test_unknown_defect_types_list_the_available_ones(cache_dir, tiny_mvtec):
+    with pytest.raises(DataError, match=r"Available defects: \['crack', 'glue_strip'\]"):
+        procedural_dm(cache_dir, defect=["crack", "stain"])
+    dm = DefectDataModule(
+        "widget", ["scratch", "dent"], root=str(tiny_mvtec), image_size=8, num_workers=0
+    )
+    with pytest.raises(DataError, match=r"\['dent'\] not found .* Available defects: \['scratch'\]"):
+        dm.setup()
+    with pytest.raises(ConfigError, match="names a type twice"):
+        DefectDataModule("tile", ["crack", "crack"])
+    with pytest.raises(ConfigError, match="non-empty list"):
+        DefectDataModule("tile", [])
+
+
+# ------------------------------------------------------------------------------- requested masks
+
+
+def test_requested_masks_join_the_batch_drawn_independently(cache_dir):
+    dm = procedural_dm(cache_dir, requested_masks=True, batch_size=4)
+    batches = list(dm.train_dataloader())
+    for batch in batches:
+        requested = batch["requested_mask"]
+        assert requested.shape == (4, 1, 32, 32) and requested.dtype == torch.float32
+        assert set(requested.unique().tolist()) <= {0.0, 1.0}
+        assert (requested.flatten(1).sum(1) > 0).all()
+    requested = torch.cat([b["requested_mask"] for b in batches])
+    real = torch.cat([b["mask"] for b in batches])
+    assert not any(torch.equal(r, m) for r, m in zip(requested, real, strict=True))
+    # reproducible, whatever the number of workers
+    again = procedural_dm(
+        cache_dir, requested_masks=True, batch_size=4, num_workers=2, persistent_workers=False
+    )
+    assert torch.equal(requested, torch.cat([b["requested_mask"] for b in again.train_dataloader()]))
+    assert dm.describe()["requested_masks"]["on_foreground"] is False
+
+
+def test_requested_masks_follow_the_items_defect_type(cache_dir):
+    dm = procedural_dm(cache_dir, defect=["crack", "glue_strip"], requested_masks=True)
+    sampler = dm.requested_sampler
+    for seed in range(10):
+        for t, folder in ((0, "crack"), (1, "glue_strip")):
+            assert f"/{folder}/" in sampler.sample(seed, t).description["source"]
+
+
+def test_requested_masks_on_the_estimated_foreground(cache_dir, tmp_path):
+    spec = {**SMOKE_SPEC, "image_size": 96}
+    png = tmp_path / "run" / "foreground.png"
+    dm = procedural_dm(
+        cache_dir,
+        category="transistor",
+        defect="cut_lead",
+        image_size=64,
+        procedural_spec=spec,
+        requested_masks=True,
+        placement={"on_foreground": True, "min_on_foreground": 0.9},
+        foreground_png=str(png),
+    )
+    fg = dm.foreground_mask()
+    assert fg.is_object and 0.15 < fg.coverage < 0.8
+    masks = [dm.requested_sampler.sample(s).mask for s in range(40)]
+    shares = [(m & fg.mask).sum() / m.sum() for m in masks]
+    assert np.mean(np.array(shares) >= 0.9) >= 0.9
+    dm.train_dataloader()
+    assert png.is_file()
+
+
+def test_a_given_foreground_is_used_and_validated(cache_dir, tmp_path):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, :20] = 255
+    write_png(tmp_path / "fg.png", mask)
+    dm = procedural_dm(
+        cache_dir,
+        requested_masks=True,
+        placement={"on_foreground": True},
+        foreground=str(tmp_path / "fg.png"),
+    )
+    assert dm.foreground_mask().mask[:, :16].all() and not dm.foreground_mask().mask[:, 16:].any()
+    with pytest.raises(ConfigError, match="data.placement has an unknown option"):
+        DefectDataModule("tile", "crack", placement={"rotation": 5})
+
+
+def test_generation_placement_from_the_datamodule(cache_dir, tmp_path):
+    dm = procedural_dm(cache_dir)
+    masks, descriptions = dm.placement("random").masks(5, 32, seed=1)
+    assert masks.shape == (5, 1, 32, 32) and len(descriptions) == 5
+    assert all("ground_truth/crack" in d["source"] for d in descriptions)
+    assert dm.requested_sampler is None  # generation does not switch training draws on

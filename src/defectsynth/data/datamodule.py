@@ -33,7 +33,9 @@ from defectsynth.data.mvtec import (
     index_folders,
 )
 from defectsynth.data.placement import (
+    PLACEMENT_MODES,
     Foreground,
+    Placement,
     PlacementConfig,
     RequestedMaskSampler,
     estimate_foreground,
@@ -452,6 +454,25 @@ class DefectDataModule(L.LightningDataModule):
             foreground=foreground,
             config=self.placement_config,
         )
+
+    def placement(self, option: str, mask_suffix: str = "_mask") -> Placement:
+        """Requested masks for generation: ``random`` / ``foreground`` draw from this product's
+        real training masks (with ``data.placement``'s transform settings), anything else is a
+        folder of the user's masks (see :class:`Placement`)."""
+        if option not in PLACEMENT_MODES:
+            return Placement(option, mask_suffix=mask_suffix)
+        if self.split is None:
+            self.setup()
+        assert self.split is not None
+        types = None
+        if self.multi_type:
+            types = [self.defect_types.index(s.defect) for s in self.split.defect_train]
+        on_foreground, self.on_foreground = self.on_foreground, option == "foreground"
+        try:
+            sampler = self._requested_sampler(self.split, types)
+        finally:
+            self.on_foreground = on_foreground
+        return Placement(option, sampler, mask_suffix=mask_suffix)
 
     def write_foreground(self, path: str | Path) -> Path | None:
         """Save the foreground used for requested masks as a PNG (nothing when none is used)."""
