@@ -249,7 +249,9 @@ def test_unknown_defect_types_list_the_available_ones(cache_dir, tiny_mvtec):
     dm = DefectDataModule(
         "widget", ["scratch", "dent"], root=str(tiny_mvtec), image_size=8, num_workers=0
     )
-    with pytest.raises(DataError, match=r"\['dent'\] not found .* Available defects: \['scratch'\]"):
+    with pytest.raises(
+        DataError, match=r"\['dent'\] not found .* Available defects: \['scratch'\]"
+    ):
         dm.setup()
     with pytest.raises(ConfigError, match="names a type twice"):
         DefectDataModule("tile", ["crack", "crack"])
@@ -275,7 +277,9 @@ def test_requested_masks_join_the_batch_drawn_independently(cache_dir):
     again = procedural_dm(
         cache_dir, requested_masks=True, batch_size=4, num_workers=2, persistent_workers=False
     )
-    assert torch.equal(requested, torch.cat([b["requested_mask"] for b in again.train_dataloader()]))
+    assert torch.equal(
+        requested, torch.cat([b["requested_mask"] for b in again.train_dataloader()])
+    )
     assert dm.describe()["requested_masks"]["on_foreground"] is False
 
 
@@ -320,7 +324,7 @@ def test_a_given_foreground_is_used_and_validated(cache_dir, tmp_path):
         foreground=str(tmp_path / "fg.png"),
     )
     assert dm.foreground_mask().mask[:, :16].all() and not dm.foreground_mask().mask[:, 16:].any()
-    with pytest.raises(ConfigError, match="data.placement has an unknown option"):
+    with pytest.raises(ConfigError, match=r"data.placement has an unknown option"):
         DefectDataModule("tile", "crack", placement={"rotation": 5})
 
 
