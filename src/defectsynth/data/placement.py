@@ -216,13 +216,13 @@ class PlacementConfig:
     """How a real mask is turned into a requested one. Lengths are fractions of the side."""
 
     rotate: float = 180.0  # rotation drawn uniformly in [-rotate, rotate] degrees
-    scale: tuple[float, float] = (0.7, 1.4)  # linear scale, drawn log-uniformly
+    scale: tuple[float, float] = (0.7, 1.4)  # linear scale, drawn uniformly
     flip: bool = True  # mirror half of the draws
     elastic_p: float = 0.7
     elastic_sigma: float = 0.04  # smoothness of the warp field
     elastic_shift: float = 0.01  # typical displacement
     min_on_foreground: float = 0.9  # share of the mask that must lie on the foreground
-    max_attempts: int = 30
+    max_attempts: int = 40  # placements tried (a new warped shape every 4) before falling back
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -242,6 +242,9 @@ class PlacementConfig:
                     "180], 0 < scale[0] <= scale[1], elastic_p in [0, 1], elastic_sigma > 0, "
                     "elastic_shift >= 0, min_on_foreground in (0, 1], max_attempts >= 1)."
                 )
+
+
+_PLACES_PER_WARP = 4
 
 
 @dataclass
@@ -305,29 +308,28 @@ class RequestedMaskSampler:
             self.by_type.setdefault(int(t), []).append(i)
         if foreground is not None:
             foreground = _resize_mask(np.asarray(foreground), self.size)
+            if not foreground.any():
+                raise DataError("the foreground is empty; requested masks need somewhere to go.")
+            self._foreground_pixels = np.nonzero(foreground)
         self.foreground = foreground
+        self._pipeline = self._build_pipeline()
+        self._blank = np.zeros(self.size, np.uint8)  # albumentations wants an image target
         self.draws = 0
         self.fallbacks = 0
 
-    def _warp(self, mask: np.ndarray, rng: np.random.Generator, seed: int) -> tuple:
+    def _build_pipeline(self) -> A.Compose:
         c = self.config
-        h, w = self.size
-        angle = float(rng.uniform(-c.rotate, c.rotate))
-        scale = float(np.exp(rng.uniform(np.log(c.scale[0]), np.log(c.scale[1]))))
-        flip = bool(c.flip and rng.random() < 0.5)
-        # centred first, so rotation and scaling (about the image centre) keep it in frame
-        cy, cx, _, _ = _box_centre(mask)
-        centred = _shift(mask, round(h / 2 - cy), round(w / 2 - cx))
-        side = min(h, w)
+        side = min(self.size)
         sigma = c.elastic_sigma * side
         # displacement std of a blurred uniform(-1, 1) field is about 0.163 * alpha / sigma
         alpha = c.elastic_shift * side * sigma / 0.163
-        pipeline = A.Compose(
+        return A.Compose(
             [
-                A.HorizontalFlip(p=float(flip)),
+                A.HorizontalFlip(p=0.5 if c.flip else 0.0),
                 A.Affine(
-                    rotate=(angle, angle),
-                    scale=(scale, scale),
+                    rotate=(-c.rotate, c.rotate),
+                    scale=c.scale,
+                    keep_ratio=True,  # one scale for both axes: shapes are not squashed
                     border_mode=cv2.BORDER_CONSTANT,
                     fill=0,
                     fill_mask=0,
@@ -342,18 +344,33 @@ class RequestedMaskSampler:
                     fill_mask=0,
                     p=c.elastic_p,
                 ),
-            ]
+            ],
+            save_applied_params=True,  # the drawn angle and scale go into the manifest
         )
-        _seed_stream(pipeline, seed)  # one shared stream: flips, affine and warp independent
-        out = pipeline(image=np.zeros((h, w), np.uint8), mask=centred)["mask"]
-        return out.astype(np.uint8), {"rotate": angle, "scale": scale, "hflip": flip}
+
+    def _warp(self, mask: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+        h, w = self.size
+        # centred first, so rotation and scaling (about the image centre) keep it in frame
+        cy, cx, _, _ = _box_centre(mask)
+        centred = _shift(mask, round(h / 2 - cy), round(w / 2 - cx))
+        _seed_stream(self._pipeline, seed)  # one shared stream: flip, affine, warp independent
+        out = self._pipeline(image=self._blank, mask=centred)
+        applied = dict(out["applied_transforms"])
+        affine = applied["Affine"]
+        params = {
+            "rotate": float(affine["rotate"]),
+            "scale": float(affine["scale"]["x"]),
+            "hflip": "HorizontalFlip" in applied,
+            "elastic": "ElasticTransform" in applied,
+        }
+        return out["mask"].astype(np.uint8), params
 
     def _place(self, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         h, w = self.size
         cy, cx, bh, bw = _box_centre(mask)
         if self.foreground is not None:
             # aim the mask's centre at a random foreground pixel
-            ys, xs = np.nonzero(self.foreground)
+            ys, xs = self._foreground_pixels
             k = int(rng.integers(len(ys)))
             ty, tx = float(ys[k]), float(xs[k])
         else:
@@ -361,7 +378,10 @@ class RequestedMaskSampler:
             ty = rng.uniform(bh / 2, h - bh / 2) if bh < h else h / 2
             tx = rng.uniform(bw / 2, w - bw / 2) if bw < w else w / 2
         dy, dx = round(ty - cy), round(tx - cx)
-        return _shift(mask, dy, dx), {"centre_y": (cy + dy) / h, "centre_x": (cx + dx) / w}
+        return _shift(mask, dy, dx), {
+            "centre_y": float((cy + dy) / h),
+            "centre_x": float((cx + dx) / w),
+        }
 
     def on_foreground(self, mask: np.ndarray) -> float:
         if self.foreground is None:
@@ -376,9 +396,12 @@ class RequestedMaskSampler:
             raise ValueError(f"no real masks of defect type {defect_type} to draw from")
         best: tuple[float, np.ndarray, dict] | None = None
         self.draws += 1
+        warped = np.zeros(0)
         for attempt in range(self.config.max_attempts):
-            index = pool[int(rng.integers(len(pool)))]
-            warped, params = self._warp(self.masks[index], rng, int(rng.integers(2**31)))
+            # warping costs far more than moving: a few places are tried per warped shape
+            if attempt % _PLACES_PER_WARP == 0 or not warped.any():
+                index = pool[int(rng.integers(len(pool)))]
+                warped, params = self._warp(self.masks[index], int(rng.integers(2**31)))
             if not warped.any():  # a thin mask can warp away; never hand out an empty one
                 continue
             placed, where = self._place(warped, rng)
