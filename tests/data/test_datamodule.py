@@ -257,6 +257,9 @@ def test_unknown_defect_types_list_the_available_ones(cache_dir, tiny_mvtec):
         DefectDataModule("tile", ["crack", "crack"])
     with pytest.raises(ConfigError, match="non-empty list"):
         DefectDataModule("tile", [])
+    folders = {"normal": "a", "defect": "b", "mask": "c"}
+    with pytest.raises(ConfigError, match="data=folder holds one defect type"):
+        DefectDataModule("widget", ["x", "y"], folders=folders).setup()
 
 
 # ------------------------------------------------------------------------------- requested masks

@@ -63,7 +63,7 @@ _FG_RING = 0.06  # border ring, fraction of the side, that samples the backgroun
 _FG_MAD_FLOOR = 3.0  # Lab units: a flat background must not turn sensor noise into objects
 _FG_CORE_Z = 4.0
 _FG_FINE_Z = 2.0
-_FG_MAX_IMAGES = 32
+FOREGROUND_IMAGES = 32  # defect-free images an estimate looks at (evenly spaced)
 _FG_FINE_VOTE = 0.2  # share of the images in which a thin part must show
 _FG_MARGIN = 0.07  # safety margin around the object, fraction of the side
 
@@ -100,7 +100,7 @@ def _components_touching(mask: np.ndarray, seeds: np.ndarray, min_area: int) -> 
 
 
 def estimate_foreground(
-    images: Sequence[np.ndarray], size: Size | int, max_coverage: float = 0.9
+    images: Sequence[np.ndarray], size: Size | int, max_coverage: float = 0.95
 ) -> Foreground:
     """Estimate the object region from defect-free HxWx3 uint8 RGB images of one product.
 
@@ -115,10 +115,10 @@ def estimate_foreground(
     if not images:
         raise DataError("cannot estimate a foreground from zero defect-free images.")
     height, width = (size, size) if isinstance(size, int) else size
-    step = max(1, len(images) // _FG_MAX_IMAGES)
+    step = max(1, len(images) // FOREGROUND_IMAGES)
     work = [
         cv2.resize(np.ascontiguousarray(im[..., :3]), (_FG_WORK, _FG_WORK), cv2.INTER_AREA)
-        for im in list(images)[::step][:_FG_MAX_IMAGES]
+        for im in list(images)[::step][:FOREGROUND_IMAGES]
     ]
     whole = Foreground(np.ones((height, width), np.uint8), False, "whole image")
     n = _FG_WORK
