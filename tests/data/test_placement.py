@@ -221,6 +221,8 @@ def test_foreground_of_procedural_products() -> None:
     for category in ("tile", "wood"):
         images = [procedural.render_sample(category, 64, s, False)[0] for s in range(6)]
         assert not estimate_foreground(images, 64).is_object
+        grey = [im.mean(axis=2).astype(np.uint8) for im in images]  # grey inputs work too
+        assert not estimate_foreground(grey, 64).is_object
     images = [procedural.render_sample("transistor", 128, s, False)[0] for s in range(8)]
     fg = estimate_foreground(images, 128)
     assert fg.is_object and 0.2 < fg.coverage < 0.75

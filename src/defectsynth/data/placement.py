@@ -85,6 +85,16 @@ def _border_z(image: np.ndarray, sigma: float) -> np.ndarray:
     return (np.abs(lab - median) / np.maximum(mad, _FG_MAD_FLOOR)).max(axis=2)
 
 
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 from a grey (HxW, HxWx1) or RGB(A) image."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
 def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
@@ -117,7 +127,7 @@ def estimate_foreground(
     height, width = (size, size) if isinstance(size, int) else size
     step = max(1, len(images) // FOREGROUND_IMAGES)
     work = [
-        cv2.resize(np.ascontiguousarray(im[..., :3]), (_FG_WORK, _FG_WORK), cv2.INTER_AREA)
+        cv2.resize(_rgb(im), (_FG_WORK, _FG_WORK), interpolation=cv2.INTER_AREA)
         for im in list(images)[::step][:FOREGROUND_IMAGES]
     ]
     whole = Foreground(np.ones((height, width), np.uint8), False, "whole image")
