@@ -328,3 +328,23 @@ def test_folder_placement_names_the_bad_file(tmp_path: Path) -> None:
     (tmp_path / "none").mkdir()
     with pytest.raises(ConfigError, match=r"holds no mask images"):
         Placement(str(tmp_path / "none"))
+
+
+def test_folder_masks_follow_the_source_images_geometry(tmp_path: Path) -> None:
+    """A 40x20 (w x h) mask of a 40x20 source: shorter side to 16, centre crop, like the image."""
+    wide = np.zeros((20, 40), np.uint8)
+    wide[5:15, 15:25] = 255  # a square in the middle
+    write_mask(tmp_path / "m" / "img_mask.png", wide)
+    placement = Placement(str(tmp_path / "m"))
+    masks, _ = placement.masks(1, 16, seed=0, stems=["img"], source_sizes=[(20, 40)])
+    m = masks[0, 0].numpy()
+    ys, xs = np.nonzero(m)
+    # square, centred: not squashed into a 2:1 rectangle as a plain resize would do
+    assert np.ptp(ys) == np.ptp(xs) and abs(xs.mean() - 7.5) < 1 and abs(ys.mean() - 7.5) < 1
+    with pytest.raises(DataError, match=r"img_mask.png is 40x20 but its source image .* 30x30"):
+        placement.masks(1, 16, seed=0, stems=["img"], source_sizes=[(30, 30)])
+    edge = np.zeros((20, 40), np.uint8)
+    edge[:, :4] = 255  # only in the part the centre crop drops
+    write_mask(tmp_path / "e" / "img.png", edge)
+    with pytest.raises(DataError, match=r"img.png has its region outside the centre crop"):
+        Placement(str(tmp_path / "e")).masks(1, 16, seed=0, stems=["img"])

@@ -192,6 +192,17 @@ def _resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
     return out
 
 
+def _fit_mask(mask: np.ndarray, size: Size) -> np.ndarray:
+    """A mask drawn on a source image, taken to ``size`` the way the image is: shorter side
+    scaled to the output's, then the centre crop."""
+    height, width = size
+    h, w = mask.shape
+    scale = max(height / h, width / w)
+    scaled = _resize_mask(mask, (max(height, round(h * scale)), max(width, round(w * scale))))
+    top, left = (scaled.shape[0] - height) // 2, (scaled.shape[1] - width) // 2
+    return scaled[top : top + height, left : left + width]
+
+
 def load_foreground(path: Path | str, size: Size | int) -> Foreground:
     """A user's foreground (``data.foreground=<file>``, or a folder with exactly one mask)."""
     path = Path(path).expanduser()
@@ -489,7 +500,8 @@ class Placement:
         # every file is checked now, so a bad one is named before any generation work
         self.user_masks = {p: read_binary_mask(p, "placement mask") for p in self.files}
 
-    def _match(self, stems: Sequence[str] | None, n: int) -> list[Path]:
+    def _match(self, stems: Sequence[str] | None, n: int) -> tuple[list[Path], bool]:
+        """The mask file of each source, and whether they were matched by stem."""
         by_stem: dict[str, Path] = {}
         for p in self.files:
             stem = p.stem
@@ -504,7 +516,7 @@ class Placement:
         if stems is not None:
             found = [s in by_stem for s in stems]
             if all(found):
-                return [by_stem[s] for s in stems]
+                return [by_stem[s] for s in stems], True
             if any(found):
                 missing = [s for s, ok in zip(stems, found, strict=True) if not ok]
                 raise DataError(
@@ -513,7 +525,9 @@ class Placement:
                     f"source (<stem>.png or <stem>{self.mask_suffix}.png) or none of them "
                     "(then the masks are cycled in name order)."
                 )
-        return [self.files[i % len(self.files)] for i in range(n)]
+        if stems is not None:
+            log.info("placement: no mask in %s matches a source image; cycling them", self.folder)
+        return [self.files[i % len(self.files)] for i in range(n)], False
 
     def masks(
         self,
@@ -522,17 +536,39 @@ class Placement:
         seed: int,
         stems: Sequence[str] | None = None,
         defect_types: Sequence[int] | None = None,
+        source_sizes: Sequence[Size] | None = None,
     ) -> tuple[torch.Tensor, list[dict]]:
         """``n`` requested masks as a float tensor (n, 1, H, W) in {0, 1} and a description
         per mask (source mask, transform parameters) for the manifest. ``stems`` names the
-        source images (for matching a folder); ``defect_types`` the type of each mask."""
+        source images (for matching a folder); ``defect_types`` the type of each mask;
+        ``source_sizes`` the (height, width) of each source image as stored, which a mask
+        matched to it by stem must have.
+
+        A folder's masks take the source images' path to ``size``: the shorter side scaled to
+        it, then the centre crop (what the evaluation transform does to the images)."""
         height, width = (size, size) if isinstance(size, int) else size
-        if stems is not None and len(stems) != n:
-            raise ValueError("stems must have one entry per mask")
+        for name, values in (("stems", stems), ("source_sizes", source_sizes)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"{name} must have one entry per mask")
         out, descriptions = [], []
         if self.folder is not None:
-            for path in self._match(stems, n):
-                out.append(_resize_mask(self.user_masks[path], (height, width)))
+            matched, by_stem = self._match(stems, n)
+            for i, path in enumerate(matched):
+                mask = self.user_masks[path]
+                if source_sizes is not None and by_stem and mask.shape != tuple(source_sizes[i]):
+                    h, w = source_sizes[i]
+                    raise DataError(
+                        f"placement mask {path} is {mask.shape[1]}x{mask.shape[0]} but its "
+                        f"source image ({stems[i] if stems else i}) is {w}x{h}; expected "
+                        "equal sizes."
+                    )
+                fitted = _fit_mask(mask, (height, width))
+                if not fitted.any():
+                    raise DataError(
+                        f"placement mask {path} has its region outside the centre crop that "
+                        "generation uses; nothing would be requested."
+                    )
+                out.append(fitted)
                 descriptions.append({"placement": "folder", "source": str(path)})
         else:
             assert self.sampler is not None
