@@ -327,8 +327,12 @@ def test_a_given_foreground_is_used_and_validated(cache_dir, tmp_path):
         foreground=str(tmp_path / "fg.png"),
     )
     assert dm.foreground_mask().mask[:, :16].all() and not dm.foreground_mask().mask[:, 16:].any()
-    with pytest.raises(ConfigError, match=r"data.placement has an unknown option"):
+    with pytest.raises(ConfigError, match=r"data.placement=\{'rotation': 5\} cannot be used"):
         DefectDataModule("tile", "crack", placement={"rotation": 5})
+    with pytest.raises(ConfigError, match=r"scale a pair"):
+        DefectDataModule("tile", "crack", placement={"scale": [0.5, 1.0, 2.0]})
+    with pytest.raises(ConfigError, match=r"placement.rotate=270"):
+        DefectDataModule("tile", "crack", placement={"rotate": 270})
 
 
 def test_generation_placement_from_the_datamodule(cache_dir, tmp_path):

@@ -223,10 +223,12 @@ class DefectDataModule(L.LightningDataModule):
             placement["scale"] = tuple(placement["scale"])
         try:
             self.placement_config = PlacementConfig(**placement)
-        except TypeError as err:
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as err:  # unknown key, or a scale that is not a pair
             raise ConfigError(
-                f"data.placement has an unknown option ({err}); expected on_foreground and "
-                f"{sorted(PlacementConfig.__dataclass_fields__)}."
+                f"data.placement={placement} cannot be used ({err}); expected on_foreground "
+                f"and {sorted(PlacementConfig.__dataclass_fields__)}, scale a pair [low, high]."
             ) from err
         self.foreground_option, self.foreground_png = foreground, foreground_png
         self.foreground: Foreground | None = None
