@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,9 +167,13 @@ class Intervals:
         assert self.resampler is not None
         return self.resampler.weights(name, n)
 
+    seconds: float = 0.0  # the bootstrap's own cost, reported in meta
+
     def add(self, key: str, compute: Callable[[], np.ndarray]) -> None:
         if self.resampler is not None:
+            start = time.perf_counter()
             self.values[key] = B.percentile_interval(compute(), self.level)
+            self.seconds += time.perf_counter() - start
 
 
 class MetricSuite:
@@ -335,6 +340,7 @@ class MetricSuite:
                 "n": iv.resampler.n_resamples if iv.resampler else 0,
                 "seed": iv.resampler.seed if iv.resampler else None,
                 "level": iv.level,
+                "seconds": round(iv.seconds, 3),
                 "method": "percentile; images resampled with replacement, the generated set and "
                 "each real set of FID/KID independently (the training set stays fixed for "
                 "dist_to_train and IC-LPIPS); pairwise statistics over distinct originals",
@@ -395,7 +401,9 @@ class MetricSuite:
             lambda: B.nearest_distance_mean(d, iv.weights("fake", n_fake), fixed_train),
         )
         if iv.resampler is not None:
+            start = time.perf_counter()
             dfmgan, nonempty = B.intra_cluster_lpips(p, d, iv.weights("fake", n_fake), fixed_train)
+            iv.seconds += time.perf_counter() - start
             iv.add("ic_lpips", lambda: dfmgan)
             iv.add("ic_lpips_nonempty", lambda: nonempty)
 
