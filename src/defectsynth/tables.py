@@ -17,7 +17,7 @@ from typing import Any
 from hydra import compose
 from omegaconf import DictConfig, open_dict
 
-from defectsynth.evaluation import MetricSuite, Networks, csv_text, flatten, markdown_table
+from defectsynth.evaluation import MetricSuite, Networks, csv_text, markdown_table, report_row
 from defectsynth.evaluation import evaluate as evaluate_job
 from defectsynth.report import build_report
 from defectsynth.synthesis import resolve_device
@@ -112,13 +112,19 @@ def run_cell(cfg: DictConfig, cell: Cell, out: Path, networks: Networks) -> dict
     return report
 
 
+def _is_interval_or_size(key: str) -> bool:
+    return key.endswith(("_lo", "_hi")) or key == "fid2048_n_real"
+
+
 def _with_average(rows: list[dict[str, Any]], label: dict[str, str]) -> list[dict[str, Any]]:
+    """The group's rows and their mean. The mean carries no interval: the products' resamples
+    are independent draws of different sets, so no resample of the average exists."""
     if len(rows) < 2:
         return rows
     average = dict(label)
     for key in rows[0]:
         values = [r[key] for r in rows if isinstance(r.get(key), float)]
-        if values and key not in label:
+        if values and key not in label and not _is_interval_or_size(key):
             average[key] = sum(values) / len(values)
     return [*rows, average]
 
@@ -135,7 +141,7 @@ def build_rows(cfg: DictConfig, reports: dict[Cell, dict[str, Any]]) -> tuple[li
                     "L_GAN + L_cycle + L_id": "✓",
                     "L_C": lc,
                     "L_B": lb,
-                    **flatten(report["metrics"]),
+                    **report_row(report),
                 }
             )
         return rows, ("Model", "Product", "L_GAN + L_cycle + L_id", "L_C", "L_B")
@@ -147,7 +153,7 @@ def build_rows(cfg: DictConfig, reports: dict[Cell, dict[str, Any]]) -> tuple[li
                 {
                     "Method": method,
                     "Product (Defect)": report["meta"]["product"],
-                    **flatten(report["metrics"]),
+                    **report_row(report),
                 }
                 for cell, report in reports.items()
                 if (cell.model, cell.ablation) == (model, ablation)
@@ -171,7 +177,8 @@ def tables(cfg: DictConfig) -> dict[str, float]:
     reports = {cell: run_cell(cfg, cell, out, networks) for cell in cells}
     rows, keys = build_rows(cfg, reports)
     name = cfg.table.name
-    text = f"# {cfg.table.title} (scale: {cfg.preset})\n\n" + markdown_table(rows, keys)
+    level = float(probe.metrics.bootstrap.level)
+    text = f"# {cfg.table.title} (scale: {cfg.preset})\n\n" + markdown_table(rows, keys, level)
     write_text(text, out / f"{name}.md")
     write_text(csv_text(rows), out / f"{name}.csv")
     log.info("%s written to %s in %.0f s", name, out, time.perf_counter() - start)

