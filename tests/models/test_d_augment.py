@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
@@ -115,11 +116,24 @@ def test_cutout_erases_image_and_mask_at_the_same_place_and_colour_leaves_the_ma
 
 
 def test_mode_none_is_the_identity_and_draws_no_random_numbers():
-    augment = DiscriminatorAugment(None)
     x = torch.rand(2, 4, 8, 8)
     state = torch.get_rng_state()
+    augment = DiscriminatorAugment(None)
     assert augment.augment("D_C", x) is x
     assert torch.equal(state, torch.get_rng_state())  # the paper's runs are unchanged
+
+
+def test_augmentation_draws_from_its_own_generator_not_the_global_one():
+    torch.manual_seed(11)
+    augment = DiscriminatorAugment(DIFFAUG)
+    saved = augment.state_dict()["rng"].clone()
+    x = torch.rand(2, 4, 16, 16)
+    state = torch.get_rng_state()
+    first = augment.augment("D_C", x)
+    assert torch.equal(state, torch.get_rng_state())  # global stream untouched
+    torch.rand(100)  # another user of the global RNG (a DataLoader's base seed, ...)
+    augment.load_state_dict({"rng": saved})
+    assert torch.equal(augment.augment("D_C", x), first)  # replayed from its own state
 
 
 def test_gradients_flow_through_the_augmentation_into_the_generator():
@@ -189,6 +203,53 @@ def test_ada_state_round_trips_through_the_checkpoint():
     assert clone.d_augment.pipeline("D_C").cutout.p == pytest.approx(0.37)
     assert clone.d_augment.pending == model.d_augment.pending
     assert clone.batches_seen == 123
+
+
+def trainer_for(tmp_path: Path, epochs: int, **options) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        **options,
+    )
+
+
+def test_resume_with_ada_warmup_and_r1_ends_with_the_uninterrupted_weights(tmp_path):
+    """p, its pending r_t statistics and the batch counter are checkpointed: a run resumed
+    after epoch 1 ends exactly where the uninterrupted run does (with p having moved)."""
+    options = {
+        **TINY,
+        # p starts mid-way and moves ±0.05 per batch: augmentation is on in every batch
+        "d_augment": {"mode": "ada", "p": 0.5, "interval": 1, "speed_batches": 20},
+        "stabilize": {"warmup_batches": 5, "r1_gamma": 0.1, "mask_match": "binarize"},
+        "pool_size": 2,
+    }
+    data = DataLoader(FakeBatches(3, 16), batch_size=1)
+    torch.manual_seed(10)
+    straight = DefectGAN(**options)
+    initial = {k: v.clone() for k, v in straight.state_dict().items()}
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    trainer_for(tmp_path / "a", 2, logger=False, callbacks=[saver]).fit(straight, data)
+    first = sorted((tmp_path / "ckpt").glob("*.ckpt"))[0]
+
+    torch.manual_seed(99)  # the checkpoint, not this, must decide what happens next
+    resumed = DefectGAN(**options)
+    resumed.load_state_dict(initial)
+    trainer_for(tmp_path / "b", 2, logger=False, enable_checkpointing=False).fit(
+        resumed, data, ckpt_path=first
+    )
+    assert resumed.batches_seen == straight.batches_seen == 6
+    for name in ("D_X", "D_Y", "D_C"):
+        assert 0.2 <= straight.d_augment.p(name) <= 0.8
+        # 5 updates of ±0.05 (before batches 2–6: the first has no statistics yet), an odd count
+        assert straight.d_augment.p(name) != pytest.approx(0.5)
+        assert resumed.d_augment.p(name) == straight.d_augment.p(name)
+    after = straight.state_dict()
+    for key, value in resumed.state_dict().items():
+        assert torch.equal(value, after[key]), key
 
 
 def test_r_t_and_p_are_logged_every_epoch(tmp_path):

@@ -13,8 +13,11 @@ Channels: the first three channels of a discriminator input are the RGB image in
 any further channel (D_C's mask, the 4-channel baselines' mask) only takes the *geometric* and
 cut-out transforms, drawn once for all channels, so image and mask stay aligned.
 
-The transforms are kornia's (differentiable, batched, per-sample parameters, torch's global RNG —
-which the checkpoint saves, so a resumed run draws the same transforms).
+The transforms are kornia's (differentiable, batched, per-sample parameters). Kornia draws from
+torch's global CPU RNG; the draws here run on a private generator swapped in around each call
+(and saved in checkpoints), so other users of the global RNG — e.g. the DataLoader drawing a base
+seed whenever it starts an iterator, which a resumed run does at a different moment — cannot
+shift the sequence of transforms, and exact resume stays exact.
 """
 
 from __future__ import annotations
@@ -158,6 +161,11 @@ class DiscriminatorAugment:
             raise ConfigError(f"{option}.mode=diffaugment needs p > 0 (DiffAugment: p=1)")
         self.mode: str = o["mode"]
         self.pipelines: dict[str, _Pipeline] = {}
+        # private RNG, seeded from torch's (seed_everything fixes it); mode=none draws nothing,
+        # so the paper's runs are unchanged
+        self.rng: torch.Generator | None = None
+        if self.mode != "none":
+            self.rng = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
         # per discriminator: [Σ sign(D(real) − t), number of scores, number of D steps] since
         # the last ADA check, and the same over this epoch (for logging)
         self.pending: dict[str, list[float]] = {}
@@ -170,9 +178,14 @@ class DiscriminatorAugment:
         return self.pipelines[name]
 
     def augment(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "none":
+        if self.mode == "none" or self.rng is None:
             return x
-        return self.pipeline(name)(x)
+        # kornia samples its parameters on the CPU from the global RNG: lend it ours
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.rng.get_state())
+            out = self.pipeline(name)(x)
+            self.rng.set_state(torch.get_rng_state())
+        return out
 
     def p(self, name: str) -> float:
         return self.pipeline(name).p if self.mode != "none" else 0.0
@@ -228,6 +241,7 @@ class DiscriminatorAugment:
             "p": {n: pipe.p for n, pipe in self.pipelines.items()},
             "pending": {n: list(v) for n, v in self.pending.items()},
             "epoch": {n: list(v) for n, v in self.epoch.items()},
+            "rng": self.rng.get_state() if self.rng is not None else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -235,3 +249,5 @@ class DiscriminatorAugment:
             self.pipeline(name).set_p(float(p))
         self.pending = {n: list(v) for n, v in (state.get("pending") or {}).items()}
         self.epoch = {n: list(v) for n, v in (state.get("epoch") or {}).items()}
+        if self.rng is not None and state.get("rng") is not None:
+            self.rng.set_state(state["rng"])
