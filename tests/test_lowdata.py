@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from defectsynth import lowdata
+from defectsynth.errors import ConfigError
 from defectsynth.evaluation import SampleSet
 from tests.helpers import run_script
 
@@ -35,6 +36,7 @@ def test_rows_are_aggregated_over_seeds_per_variant_and_product():
     cfg = OmegaConf.create(
         {
             "products": ["tile"],
+            "run": ["paper", "low_data"],
             "variants": {"paper": {"label": "Paper"}, "low_data": {"label": "Low"}},
         }
     )
@@ -79,3 +81,9 @@ def test_table6_smoke_runs_both_presets_and_writes_the_table(tmp_path, cache_dir
     low = tmp_path / "low_data-tile-seed0" / "train" / ".hydra" / "config.yaml"
     assert "mode: ada" in low.read_text()
     assert (tmp_path / "grids-tile.png").is_file()
+
+
+def test_an_unknown_variant_is_a_config_error_naming_it():
+    cfg = OmegaConf.create({"run": ["paper", "paperr"], "variants": {"paper": {}}})
+    with pytest.raises(ConfigError, match="paperr"):
+        lowdata.lowdata(cfg)

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from defectsynth.data.cache import ImageCache
+from defectsynth.errors import ConfigError
 from defectsynth.evaluation import MetricSuite, load_samples
 from defectsynth.evaluation import evaluate as evaluate_job
 from defectsynth.metrics.masks import changed_region
@@ -155,7 +156,7 @@ def aggregate(rows: list[dict[str, Any]], cfg: DictConfig) -> list[dict[str, Any
     """One row per variant × product: mean and std over seeds of every column."""
     out = []
     for product in cfg.products:
-        for variant in cfg.variants:
+        for variant in cfg.run:
             group = [r for r in rows if r["variant"] == variant and r["product"] == product]
             if not group:
                 continue
@@ -194,7 +195,7 @@ def side_by_side(rows: list[dict[str, Any]], cfg: DictConfig, out: Path) -> list
     written = []
     for product in cfg.products:
         grids = []
-        for variant in cfg.variants:
+        for variant in cfg.run:
             match = [r for r in rows if r["variant"] == variant and r["product"] == product]
             if match and Path(match[0]["grid"]).is_file():
                 grids.append(Image.open(match[0]["grid"]).convert("RGB"))
@@ -213,6 +214,9 @@ def side_by_side(rows: list[dict[str, Any]], cfg: DictConfig, out: Path) -> list
 
 
 def lowdata(cfg: DictConfig) -> dict[str, float]:
+    unknown = [v for v in cfg.run if v not in cfg.variants]
+    if unknown:
+        raise ConfigError(f"run={list(cfg.run)} names {unknown}; variants: {list(cfg.variants)}")
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -223,7 +227,7 @@ def lowdata(cfg: DictConfig) -> dict[str, float]:
         run_cell(cfg, variant, product, int(seed), out, suite)
         for product in cfg.products
         for seed in cfg.seeds
-        for variant in cfg.variants
+        for variant in cfg.run
     ]
     table = aggregate(rows, cfg)
     text = markdown(table, f"{cfg.title} (preset {cfg.preset}, seeds {list(cfg.seeds)})")

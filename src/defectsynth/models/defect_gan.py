@@ -224,5 +224,5 @@ class DefectGAN(GANModule):
         logged.update({f"loss_{k}": v for k, v in d_losses.items()})
         logged.update(extras)
         if self.stabilize["warmup_batches"]:
-            logged["warmup"] = torch.tensor(self.warmup())
+            logged["warmup"] = torch.tensor(self.warmup(), device=x.device)
         self.log_losses(logged, batch_size=x.shape[0])
