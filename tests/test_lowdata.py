@@ -68,7 +68,6 @@ def test_table6_smoke_runs_both_presets_and_writes_the_table(tmp_path, cache_dir
         "lowdata.py",
         "preset=smoke",
         "seeds=[0]",
-        "eval_overrides=[logger=none,metrics.skip_missing=true]",
         f"hydra.run.dir={tmp_path}",
         cache_dir=cache_dir,
     )
