@@ -60,3 +60,11 @@ def background_loss(
         raise ValueError(f"background reduction {reduction!r}; expected one of {REDUCTIONS}")
     weight = 1.0 - mask if region == "outside" else mask
     return F.mse_loss(source * weight, generated * weight, reduction=reduction)
+
+
+def r1_penalty(pred_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E over samples of ‖∇_x D(x)‖² at the real inputs ``real``
+    (which must require grad). ``create_graph``: the penalty is itself differentiated in D's
+    step. Keeps D smooth around the few real images it would otherwise memorise."""
+    (grad,) = torch.autograd.grad(pred_real.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
