@@ -283,13 +283,16 @@ class GANModule(L.LightningModule):
         )
 
     @torch.no_grad()
-    def synthesize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def synthesize(
+        self, x: torch.Tensor, **controls: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``generate`` in eval mode (BatchNorm uses its running statistics, as in the authors'
-        code; InstanceNorm is unaffected), restoring the training mode afterwards."""
+        code; InstanceNorm is unaffected), restoring the training mode afterwards. ``controls``
+        go to ``generate`` (a controllable model's requested masks, codes, types)."""
         was_training = self.training
         self.eval()
         try:
-            return self.generate(x)
+            return self.generate(x, **controls)
         finally:
             self.train(was_training)
 
