@@ -8,7 +8,7 @@ TABLE_ARGS ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test lint bench table2 table3 table4 clean
+.PHONY: install demo test lint bench table2 table3 table4 table6 clean
 
 install: $(STAMP)
 
@@ -44,6 +44,15 @@ TABLE4_ARGS ?= logger=csv composite=true
 table4: install
 	$(BIN)/python src/inspection.py scale=demo 'backbones=[resnet18,densenet121]' $(TABLE4_ARGS)
 	$(BIN)/python src/segmentation.py scale=demo $(TABLE4_ARGS)
+
+# Low-data training (README "Low-data training"): the paper preset vs the data-efficient preset
+# (experiment=low_data) on procedural tile/crack, same batches, 2 seeds; writes table6.md and
+# side-by-side sample grids under outputs/tables/<date>_table6-demo/. More products / real data:
+# make table6 TABLE6_ARGS="'products=[tile,wood,transistor]'" or TABLE6_ARGS=data_root=<mvtec>
+TABLE6_ARGS ?=
+
+table6: install
+	$(BIN)/python src/lowdata.py $(TABLE6_ARGS)
 
 # speed and memory, side by side with a reference-style mode (< 10 min on 2 CPU cores)
 bench: install

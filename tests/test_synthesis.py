@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -136,3 +138,75 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     torch.save({"state_dict": {}, "payload": Darken()}, path)
     with pytest.raises(CheckpointError, match="plain containers"):
         load_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- controllable
+class PaintRequest:
+    """A stand-in controllable model: darkens exactly the requested region by an amount set by
+    the code (and the type), and returns the request as its mask."""
+
+    is_controllable = True
+    n_types = 2
+
+    def codes(self, seeds):
+        return torch.stack(
+            [torch.rand(2, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+        )
+
+    def fallback_masks(self, seeds, defect_types=None):
+        masks = torch.zeros(len(seeds), 1, 8, 8)
+        for i, s in enumerate(seeds):
+            masks[i, 0, s % 6 : s % 6 + 2] = 1
+        types = [0] * len(seeds) if defect_types is None else list(defect_types)
+        return masks, torch.tensor(types)
+
+    def synthesize(self, x, requested, z, defect_type=None):
+        amount = z[:, :1, None, None] + (
+            0 if defect_type is None else defect_type[:, None, None, None]
+        )
+        return (x - requested * amount).clamp(-1, 1), requested
+
+
+def run_control(tmp_path, **kwargs):
+    layout = SynthesisLayout(tmp_path, "tile", "crack")
+    names = [f"src{i}.png" for i in range(3)]
+    options = {"type_names": ["crack", "glue_strip"], **kwargs}
+    return layout, synthesize(PaintRequest(), sources(), names, layout, batch_size=2, **options)
+
+
+def test_a_controllable_model_makes_any_number_per_source_from_noise_seeds(tmp_path):
+    _, rows = run_control(tmp_path / "a", n_per_image=6, seed=5)
+    assert len(rows) == 18
+    assert [r["seed"] for r in rows] == list(range(5, 23))
+    assert {r["variant"] for r in rows} == {"code"}
+    # no defect_type: the types in turn, so every type is made
+    assert [r["defect_type"] for r in rows[:4]] == ["crack", "glue_strip"] * 2
+    manifest = read_manifest(tmp_path / "a")
+    assert list(manifest[0]) == [*synthesis.MANIFEST_FIELDS, *synthesis.CONTROL_FIELDS]
+    for row in manifest:
+        requested = np.array(Image.open(tmp_path / "a" / row["requested_mask"]))
+        assert set(np.unique(requested)) <= {0, 255} and requested.any()
+        assert float(row["request_iou"]) == pytest.approx(1.0)  # the mask is the request
+        assert json.loads(row["placement"])["placement"] == "model"
+    # different codes on one source: different images
+    first = [np.array(Image.open(tmp_path / "a" / r["image"])) for r in manifest[:6]]
+    assert len({a.tobytes() for a in first}) == 6
+    # the same seed makes the same dataset
+    _, again = run_control(tmp_path / "b", n_per_image=6, seed=5)
+    for r1, r2 in zip(rows, again, strict=True):
+        for key in ("image", "mask", "requested_mask"):
+            assert (tmp_path / "a" / r1[key]).read_bytes() == (
+                tmp_path / "b" / r2[key]
+            ).read_bytes()
+
+
+def test_a_chosen_type_and_a_bad_one(tmp_path):
+    _, rows = run_control(tmp_path, n_per_image=2, defect_type=1)
+    assert {r["defect_type"] for r in rows} == {"glue_strip"}
+    with pytest.raises(ConfigError, match="defect_type=5"):
+        run_control(tmp_path / "bad", defect_type=5)
+
+
+def test_controls_for_a_model_that_takes_none_are_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="controllable"):
+        run(tmp_path, placement="random")

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from defectsynth import config as _config  # noqa: F401  (registers resolvers)
 from defectsynth.data.cache import ImageCache
@@ -21,6 +22,7 @@ from defectsynth.data.transforms import EvalTransform
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.synthesis import (
     SynthesisLayout,
+    is_controllable,
     is_latent,
     load_model,
     resolve_device,
@@ -72,6 +74,48 @@ def split_sources(datamodule: DefectDataModule, split: str) -> tuple[torch.Tenso
     return torch.stack([dataset[i]["image"] for i in range(len(dataset))]), [str(p) for p in paths]
 
 
+def chosen_type(datamodule: DefectDataModule, name: str | None) -> int | None:
+    """``defect_type=<name>`` as an index into the checkpoint's types (an error lists them)."""
+    if name is None:
+        return None
+    types = list(datamodule.defect_types)
+    if str(name) not in types:
+        raise ConfigError(f"defect_type={name!r} is not one of this model's types {types}")
+    return types.index(str(name))
+
+
+def image_sizes(paths: list[str]) -> list[tuple[int, int]]:
+    """(height, width) of each source image as stored (a mask matched by stem must fit it)."""
+    sizes = []
+    for path in paths:
+        with Image.open(path) as image:
+            sizes.append((image.height, image.width))
+    return sizes
+
+
+def control_options(
+    cfg: DictConfig, model: Any, datamodule: DefectDataModule, names: list[str]
+) -> dict[str, Any]:
+    """``synthesize``'s placement / type arguments from ``placement=`` and ``defect_type=``
+    (a model that takes neither gets a ConfigError from ``synthesize`` when they are set)."""
+    placement_cfg = cfg.get("placement")
+    mode = placement_cfg.get("mode") if placement_cfg else None
+    defect_type = cfg.get("defect_type")
+    if not is_controllable(model):
+        return {"placement": mode, "defect_type": defect_type}
+    placement, sizes = None, None
+    if mode is not None:
+        placement = datamodule.placement(str(mode), placement_cfg.get("mask_suffix", "_mask"))
+        if placement.folder is not None:
+            sizes = image_sizes(names)
+    return {
+        "placement": placement,
+        "defect_type": chosen_type(datamodule, defect_type),
+        "type_names": list(datamodule.defect_types),
+        "source_sizes": sizes,
+    }
+
+
 def log_grid_to_wandb(loggers: list, out: Path, key: str = "synthesis/grid") -> None:
     """The grid of a synthesis folder ``out`` (see ``SynthesisLayout``) as a W&B image."""
     grid = Path(out) / "grid.png"
@@ -105,8 +149,13 @@ def run_synthesis(cfg: DictConfig, out: Path) -> dict[str, Any]:
     else:
         sources, names = split_sources(datamodule, cfg.source)
 
-    layout = SynthesisLayout(Path(out), datamodule.category, datamodule.defect)
+    controls = control_options(cfg, model, datamodule, names)
+    defect = datamodule.defect
+    if controls.get("type_names") and controls["defect_type"] is not None:
+        defect = controls["type_names"][controls["defect_type"]]
+    layout = SynthesisLayout(Path(out), datamodule.category, defect)
     latent, seed = is_latent(model), int(cfg.get("seed") or 0)
+    control = is_controllable(model)
     start = time.perf_counter()
     rows = synthesize(
         model,
@@ -121,6 +170,7 @@ def run_synthesis(cfg: DictConfig, out: Path) -> dict[str, Any]:
         skip_existing=cfg.skip_existing,
         grid_rows=cfg.grid_rows,
         seed=seed,
+        **controls,
     )
     seconds = time.perf_counter() - start
     info = {
@@ -130,16 +180,27 @@ def run_synthesis(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "epoch": checkpoint.get("epoch"),
         "ablation": ((checkpoint.get("hyper_parameters") or {}).get("ablation") or {}).get("name"),
         "category": datamodule.category,
-        "defect": datamodule.defect,
+        "defect": defect,
         "data": {k: v for k, v in datamodule.hparams.items() if k != "cache_dir"},
         "source": str(cfg.input) if cfg.get("input") else cfg.source,
         "n_sources": len(names),
         "n_per_image": cfg.n_per_image,
         "n_images": len(rows),
-        "seed": seed if latent else None,
+        "seed": seed if latent or control else None,
         "threshold": cfg.threshold,
         # a latent model's images have its own size; a translation has its source's
         "image_size": int(model.image_size) if latent else int(sources.shape[-1]),
+        **(
+            {
+                "placement": controls["placement"].describe()
+                if controls["placement"] is not None
+                else {"placement": "model"},
+                "defect_type": defect if controls["defect_type"] is not None else None,
+                "defect_types": controls["type_names"],
+            }
+            if control
+            else {}
+        ),
         "seconds": round(seconds, 3),
         "images_per_second": round(len(rows) / seconds, 3) if seconds > 0 else None,
     }

@@ -13,6 +13,15 @@ interrupted run leaves no partial file and ``skip_existing`` resumes where it st
 An image-to-image model translates each source image (in up to 4 flip variants); a latent model
 (``is_image_to_image = False``, e.g. DCGAN) has no source: it makes as many items, item i from
 the latent code of seed ``seed + i``, recorded in the manifest.
+
+A controllable model (``is_controllable``, model=defect_gan_control) makes any number of items
+per source, item i with the noise code of seed ``seed + i``, a requested mask (from a
+``Placement``, or the model's stored training masks) and a defect type; these go to
+
+    <out>/<category>/requested_mask/<defect>_synthetic/NNN_requested.png
+
+and to the manifest's extra columns (requested mask, defect type, placement, IoU of the
+generated mask with the request).
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ DEFAULT_MODEL = "defectsynth.models.defect_gan.DefectGAN"
 # the flips the generator saw during training: each gives a different, in-distribution output
 FLIP_VARIANTS = ("identity", "hflip", "vflip", "hvflip")
 MANIFEST_FIELDS = ("index", "source", "variant", "seed", "image", "mask", "soft_mask", "mask_area")
+CONTROL_FIELDS = ("requested_mask", "defect_type", "placement", "request_iou")
+# the variant of a controllable model's items: no flip, the code makes the variety
+CODE_VARIANT = "code"
 
 
 class Synthesizer(Protocol):
@@ -133,6 +145,11 @@ class SynthesisLayout:
     def soft_dir(self) -> Path:
         return self.out / self.category / "soft_mask" / self.folder
 
+    def requested_file(self, index: int) -> Path:
+        return (
+            self.out / self.category / "requested_mask" / self.folder / f"{index:03d}_requested.png"
+        )
+
     def files(self, index: int) -> tuple[Path, Path, Path]:
         stem = f"{index:03d}"
         return (
@@ -166,9 +183,16 @@ def is_latent(model: Any) -> bool:
     return not getattr(model, "is_image_to_image", True)
 
 
+def is_controllable(model: Any) -> bool:
+    return bool(getattr(model, "is_controllable", False))
+
+
 def flip(x: torch.Tensor, variant: str) -> torch.Tensor:
-    """Apply a flip variant to (B, C, H, W); every variant is its own inverse."""
-    dims = {"identity": (), "hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}[variant]
+    """Apply a flip variant to (B, C, H, W); every variant is its own inverse (``code``, a
+    controllable model's item, is not flipped)."""
+    dims = {"identity": (), "hflip": (3,), "vflip": (2,), "hvflip": (2, 3), CODE_VARIANT: ()}[
+        variant
+    ]
     return x.flip(dims) if dims else x
 
 
@@ -194,6 +218,71 @@ def plan_latent_jobs(n_sources: int, n_per_image: int, base_seed: int = 0) -> li
     return [Job(i, None, "latent", base_seed + i) for i in range(n_sources * n_per_image)]
 
 
+def plan_control_jobs(n_sources: int, n_per_image: int, base_seed: int = 0) -> list[Job]:
+    """``n_per_image`` items per source, item i with the noise code of seed ``base_seed + i``
+    (a controllable model: variety comes from the codes and the requested masks, not flips)."""
+    if n_per_image < 1:
+        raise ConfigError(f"n_per_image={n_per_image}: expected a positive number")
+    return [
+        Job(s * n_per_image + v, s, CODE_VARIANT, base_seed + s * n_per_image + v)
+        for s in range(n_sources)
+        for v in range(n_per_image)
+    ]
+
+
+@dataclass
+class Controls:
+    """What a controllable model is asked for, one entry per job: requested masks (N, 1, H, W)
+    in {0, 1}, type indices (None: one type), names and manifest descriptions."""
+
+    masks: torch.Tensor
+    types: list[int] | None
+    type_names: list[str]
+    descriptions: list[dict]
+
+
+def control_inputs(
+    model: Any,
+    jobs: Sequence[Job],
+    source_names: Sequence[str],
+    size: tuple[int, int],
+    seed: int,
+    placement: Any | None = None,
+    defect_type: int | None = None,
+    type_names: Sequence[str] | None = None,
+    source_sizes: Sequence[tuple[int, int]] | None = None,
+) -> Controls:
+    """The requested mask and type of every job, drawn up front from ``seed`` alone (so a
+    resumed run asks for the same). ``placement``: a ``data.placement.Placement``; None: the
+    model's stored training masks. ``defect_type`` None with several types: job i gets type
+    i mod n_types, so every type is made."""
+    n_types = int(getattr(model, "n_types", 1))
+    names = list(type_names) if type_names else [f"type{i}" for i in range(n_types)]
+    if len(names) != n_types:
+        raise ConfigError(f"the model has {n_types} defect type(s) but {len(names)} names {names}")
+    if defect_type is not None and not 0 <= int(defect_type) < n_types:
+        raise ConfigError(f"defect_type={defect_type}; the model's types are {names}")
+    types: list[int] | None = None
+    if n_types > 1:
+        types = [int(defect_type) if defect_type is not None else j.index % n_types for j in jobs]
+    if placement is not None:
+        stems = [Path(source_names[j.source]).stem for j in jobs if j.source is not None]
+        sizes = None if source_sizes is None else [source_sizes[j.source] for j in jobs]
+        masks, descriptions = placement.masks(
+            len(jobs), size, seed, stems=stems, defect_types=types, source_sizes=sizes
+        )
+    else:
+        mask_seeds = torch.randint(
+            2**31 - 1, (len(jobs),), generator=torch.Generator().manual_seed(seed)
+        )
+        masks, drawn = model.fallback_masks(mask_seeds.tolist(), types)
+        masks = torch.nn.functional.interpolate(masks.float().cpu(), size=size, mode="nearest")
+        types = drawn.tolist() if n_types > 1 else None
+        descriptions = [{"placement": "model", "seed": int(s)} for s in mask_seeds]
+    chosen = [names[t] for t in types] if types is not None else [names[0]] * len(jobs)
+    return Controls(masks.float(), types, chosen, descriptions)
+
+
 def _restore(x: torch.Tensor, job: Job) -> torch.Tensor:
     """A translated item flipped back onto its source; a sampled item as it is."""
     return x if job.source is None else flip(x, job.variant)
@@ -206,6 +295,13 @@ def _batches(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
 
 def _mask_area(path: Path) -> float:
     return float((_read(path) > 0).mean())
+
+
+def _iou(mask: Path, requested: Path) -> float:
+    """IoU of two written binary masks: how closely the generated mask follows the request."""
+    a, b = _read(mask) > 0, _read(requested) > 0
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
 
 
 def synthesize(
@@ -222,10 +318,16 @@ def synthesize(
     grid_rows: int = 8,
     on_batch: Callable[[int], None] | None = None,
     seed: int = 0,
+    placement: Any | None = None,
+    defect_type: int | None = None,
+    type_names: Sequence[str] | None = None,
+    source_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """Translate ``sources`` (N, 3, H, W) in [-1, 1] — or, for a latent model, sample
     N · ``n_per_image`` items from the seeds ``seed``, ``seed`` + 1, … so that every method makes
-    as many images; write images, masks and the manifest."""
+    as many images; write images, masks and the manifest. A controllable model gets the
+    requested masks of ``placement`` (see ``control_inputs``), ``defect_type`` (an index into
+    ``type_names``) and the codes of seeds ``seed`` + i."""
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold={threshold} must be in (0, 1)")
     if len(sources) != len(source_names):
@@ -233,16 +335,39 @@ def synthesize(
     if len(sources) == 0:
         raise DataError("there are no source images to translate")
     device = torch.device(device)
-    latent = is_latent(model)
+    latent, control = is_latent(model), is_controllable(model)
+    controls: Controls | None = None
     if latent:
         jobs = plan_latent_jobs(len(sources), n_per_image, seed)
+    elif control:
+        jobs = plan_control_jobs(len(sources), n_per_image, seed)
+        size = (int(sources.shape[-2]), int(sources.shape[-1]))
+        controls = control_inputs(
+            model, jobs, source_names, size, seed, placement, defect_type, type_names, source_sizes
+        )
     else:
+        if placement is not None or defect_type is not None:
+            raise ConfigError(
+                "placement= and defect_type= need a controllable model "
+                "(model=defect_gan_control); this checkpoint's model takes neither"
+            )
         jobs = plan_jobs(len(sources), n_per_image)
     rows: dict[int, dict[str, Any]] = {}
 
     def row(job: Job, mask_area: float | None) -> dict[str, Any]:
         image, mask, soft = layout.files(job.index)
         has_mask = mask_area is not None
+        extra: dict[str, Any] = {}
+        if controls is not None:
+            requested = layout.requested_file(job.index)
+            extra = {
+                "requested_mask": str(requested.relative_to(layout.out)),
+                "defect_type": controls.type_names[job.index],
+                "placement": json.dumps(controls.descriptions[job.index], sort_keys=True),
+                "request_iou": f"{_iou(mask, requested):.6f}"
+                if has_mask and requested.is_file()
+                else "",
+            }
         return {
             "index": job.index,
             "source": "" if job.source is None else source_names[job.source],
@@ -252,6 +377,7 @@ def synthesize(
             "mask": str(mask.relative_to(layout.out)) if has_mask else "",
             "soft_mask": str(soft.relative_to(layout.out)) if has_mask else "",
             "mask_area": f"{mask_area:.6f}" if has_mask else "",
+            **extra,
         }
 
     todo = []
@@ -267,14 +393,25 @@ def synthesize(
     with Progress(transient=True) as progress, torch.inference_mode():
         task = progress.add_task("synthesising", total=len(todo))
         for chunk in _batches(todo, batch_size):
+            inputs: dict[str, Any] = {}
             if latent:
                 x = model.latents([j.seed for j in chunk])
             else:
                 x = torch.stack(
                     [flip(sources[j.source : j.source + 1], j.variant)[0] for j in chunk]
                 )
+            if controls is not None:
+                index = [j.index for j in chunk]
+                inputs["requested"] = controls.masks[index].to(device)
+                inputs["z"] = model.codes([j.seed for j in chunk]).to(device)
+                if controls.types is not None:
+                    types = [controls.types[i] for i in index]
+                    inputs["defect_type"] = torch.tensor(types, device=device)
+                for job in chunk:
+                    mask_png = (controls.masks[job.index, 0] * 255).to(torch.uint8).numpy()
+                    save_png(mask_png, layout.requested_file(job.index))
             with autocast(device, precision):
-                image, mask = model.synthesize(x.to(device))
+                image, mask = model.synthesize(x.to(device), **inputs)
             for i, job in enumerate(chunk):
                 out_image = _restore(image[i : i + 1].float(), job)
                 out_mask = None if mask is None else _restore(mask[i : i + 1].float(), job)
@@ -286,7 +423,7 @@ def synthesize(
                 on_batch(len(chunk))
 
     ordered = [rows[j.index] for j in jobs]
-    write_manifest(ordered, layout.manifest)
+    write_manifest(ordered, layout.manifest, MANIFEST_FIELDS + (CONTROL_FIELDS if control else ()))
     write_grid(layout, jobs[:grid_rows], None if latent else sources, threshold)
     return ordered
 
@@ -344,9 +481,11 @@ def _write(
 
 
 # --------------------------------------------------------------------------- manifest
-def write_manifest(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def write_manifest(
+    rows: Sequence[dict[str, Any]], path: Path, fields: Sequence[str] = MANIFEST_FIELDS
+) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     write_text(buffer.getvalue(), path)

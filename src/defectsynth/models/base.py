@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import random
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -20,28 +20,38 @@ import torch
 from torch import nn
 
 from defectsynth.errors import ConfigError, DefectSynthError
+from defectsynth.models.d_augment import DiscriminatorAugment
 from defectsynth.models.image_pool import ImagePool
+from defectsynth.models.losses import lsgan_discriminator_loss, r1_penalty
+from defectsynth.models.options import merged_options
 from defectsynth.models.schedule import LinearDecay
 
 log = logging.getLogger(__name__)
 NAN_POLICIES = ("stop", "skip", "off")
+__all__ = ["GANModule", "merged_options", "seeded_pools"]
+
+# low-data stabilisers (``model.stabilize``); the defaults are the paper's training
+STABILIZE_DEFAULTS: dict[str, Any] = {
+    # ramp the weights of the mask terms (defect_gan: λ_c and λ_b) linearly from 0 over this many
+    # batches, so G first learns the identity/cycle mapping before D_C's gradient arrives
+    "warmup_batches": 0,
+    # R1 gradient penalty γ/2·E‖∇D(real)‖² on every discriminator's (augmented) reals
+    "r1_gamma": 0.0,
+    # what D_C sees (defect_gan): image ‖ mask (paper) or image⊙mask ‖ mask, where the image
+    # outside the marked region is hidden, so D_C's gradient cannot reach the background
+    "coherence_view": "image_mask",
+    # make real and fake masks alike before D_C sees them, so it cannot win on the mask channel
+    # alone: none (paper), blur (both Gaussian-blurred alike), binarize (the fake mask
+    # thresholded at 0.5 with a straight-through gradient, as binary as the real ones)
+    "mask_match": "none",
+    "mask_blur_sigma": 1.5,
+}
+# options that only mean something for a model with a mask discriminator
+MASK_STABILIZERS = ("warmup_batches", "coherence_view", "mask_match")
 
 
 class TrainingDivergedError(DefectSynthError):
     """A loss became NaN or infinite."""
-
-
-def merged_options(
-    defaults: Mapping[str, Any], given: Mapping[str, Any] | None, option: str
-) -> dict[str, Any]:
-    """``defaults`` updated by ``given``; a key without a default is a typo in ``option``."""
-    merged = {**defaults, **(given or {})}
-    unknown = set(merged) - set(defaults)
-    if unknown:
-        raise ConfigError(
-            f"unknown {option} options {sorted(unknown)}; expected some of {sorted(defaults)}"
-        )
-    return merged
 
 
 def seeded_pools(pool_size: int, *names: str) -> dict[str, ImagePool]:
@@ -82,6 +92,8 @@ class GANModule(L.LightningModule):
         compile: bool | str = False,
         channels_last: bool = False,
         nan_policy: str = "stop",
+        d_augment: dict[str, Any] | None = None,
+        stabilize: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if nan_policy not in NAN_POLICIES:
@@ -93,6 +105,15 @@ class GANModule(L.LightningModule):
         self.schedule_config = {"n_epochs": 100, "n_epochs_decay": 200, **(schedule or {})}
         self.compile_networks, self.channels_last = compile, channels_last
         self.pools: dict[str, ImagePool] = {}
+        # one augmentation object for every discriminator of every model (model.d_augment)
+        self.d_augment = DiscriminatorAugment(d_augment)
+        self.stabilize = merged_options(STABILIZE_DEFAULTS, stabilize, "model.stabilize")
+        if float(self.stabilize["r1_gamma"]) < 0 or int(self.stabilize["warmup_batches"]) < 0:
+            raise ConfigError("model.stabilize.r1_gamma and warmup_batches must be ≥ 0")
+        # batches started since training began (checkpointed: warm-up follows it exactly
+        # across a resume); ``batch_step`` is the 0-based index of the running batch
+        self.batches_seen = 0
+        self.batch_step = 0
 
     # ------------------------------------------------------------------ hooks for subclasses
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -141,6 +162,74 @@ class GANModule(L.LightningModule):
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
+        # the overfitting signal r_t per discriminator (and ADA's p), once per epoch
+        metrics = self.d_augment.epoch_metrics()
+        if metrics:
+            self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True)
+        self.d_augment.reset_epoch()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # here, not at batch end: checkpoint callbacks run their batch-end hook before the
+        # module's, so state changed there would miss the checkpoint of that batch
+        self.batch_step = self.batches_seen
+        self.batches_seen += 1
+        self.d_augment.update(self._sum_over_ranks if self._world_size() > 1 else None)
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _sum_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        reduced = self.trainer.strategy.reduce(values.to(self.device), reduce_op="sum")
+        return reduced.cpu()
+
+    # ------------------------------------------------------------------ discriminators
+    def warmup(self) -> float:
+        """Weight of the mask terms at the running batch: 0 → 1 over ``warmup_batches``."""
+        n = int(self.stabilize["warmup_batches"])
+        return 1.0 if n <= 0 else min(1.0, self.batch_step / n)
+
+    def judge(self, name: str, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """D(augment(x)): every discriminator call of the G step goes through here, so G is
+        judged on inputs drawn like the ones D learns from (gradients flow through)."""
+        return net(self.d_augment.augment(name, x))
+
+    def discriminator_loss(
+        self,
+        name: str,
+        net: nn.Module,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        loss: Any = lsgan_discriminator_loss,
+        threshold: float = 0.5,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``loss(D(aug(real)), D(aug(fake)))`` (+ γ/2·R1 on the augmented reals), recording
+        r_t; ``threshold`` splits D's real/fake scores (0.5 for LSGAN targets 1/0, 0 for
+        logits). Returns the loss and extra terms to log."""
+        gamma = float(self.stabilize["r1_gamma"])
+        real_in = self.d_augment.augment(name, real)
+        if gamma > 0:
+            real_in = real_in.detach().requires_grad_(True)
+        pred_real = net(real_in)
+        pred_fake = net(self.d_augment.augment(name, fake.detach()))
+        value = loss(pred_real, pred_fake)
+        self.d_augment.observe(name, pred_real, threshold)
+        extras: dict[str, torch.Tensor] = {}
+        if gamma > 0:
+            penalty = r1_penalty(pred_real, real_in)
+            value = value + 0.5 * gamma * penalty
+            extras[f"r1_{name}"] = penalty
+        return value, extras
+
+    def ignore_mask_stabilizers(self) -> None:
+        """For models without D_C: say which ``model.stabilize`` options have no effect."""
+        ignored = [k for k in MASK_STABILIZERS if self.stabilize[k] != STABILIZE_DEFAULTS[k]]
+        if ignored:
+            log.warning(
+                "model.stabilize options %s act on D_C / the mask terms; %s has none, so they "
+                "are ignored",
+                ignored,
+                type(self).__name__,
+            )
 
     def step(
         self,
@@ -194,13 +283,16 @@ class GANModule(L.LightningModule):
         )
 
     @torch.no_grad()
-    def synthesize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def synthesize(
+        self, x: torch.Tensor, **controls: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``generate`` in eval mode (BatchNorm uses its running statistics, as in the authors'
-        code; InstanceNorm is unaffected), restoring the training mode afterwards."""
+        code; InstanceNorm is unaffected), restoring the training mode afterwards. ``controls``
+        go to ``generate`` (a controllable model's requested masks, codes, types)."""
         was_training = self.training
         self.eval()
         try:
-            return self.generate(x)
+            return self.generate(x, **controls)
         finally:
             self.train(was_training)
 
@@ -213,6 +305,10 @@ class GANModule(L.LightningModule):
         checkpoint["rng_states"] = rng_states()
         if self.pools:
             checkpoint["image_pools"] = {k: pool.state_dict() for k, pool in self.pools.items()}
+        checkpoint["low_data"] = {
+            "batches_seen": self.batches_seen,
+            "d_augment": self.d_augment.state_dict(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for key, state in (checkpoint.get("image_pools") or {}).items():
@@ -220,6 +316,10 @@ class GANModule(L.LightningModule):
                 self.pools[key].load_state_dict(state)
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
+        state = checkpoint.get("low_data") or {}
+        self.batches_seen = int(state.get("batches_seen", 0))
+        if "d_augment" in state:
+            self.d_augment.load_state_dict(state["d_augment"])
 
 
 def rng_states() -> dict[str, Any]:

@@ -12,8 +12,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from kornia.filters import gaussian_blur2d
 from torch import nn
 
+from defectsynth.errors import ConfigError
 from defectsynth.models import losses
 from defectsynth.models.base import GANModule, merged_options, seeded_pools
 from defectsynth.models.discriminator import PatchDiscriminator
@@ -40,6 +42,10 @@ LOSS_DEFAULTS: dict[str, Any] = {
 }
 BASE_TERMS = ("gan_G", "gan_F", "cycle", "identity")
 OPTIONAL_TERMS = ("coherence", "background")
+# the terms the warm-up (model.stabilize.warmup_batches) ramps in
+MASK_TERMS = ("coherence", "background")
+COHERENCE_VIEWS = ("image_mask", "masked_image")
+MASK_MATCHES = ("none", "blur", "binarize")
 
 
 class DefectGAN(GANModule):
@@ -57,9 +63,19 @@ class DefectGAN(GANModule):
         compile: bool | str = False,
         channels_last: bool = False,
         nan_policy: str = "stop",
+        d_augment: dict[str, Any] | None = None,
+        stabilize: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(optimizer, schedule, compile, channels_last, nan_policy)
+        super().__init__(
+            optimizer, schedule, compile, channels_last, nan_policy, d_augment, stabilize
+        )
         self.save_hyperparameters()
+        for key, allowed in (("coherence_view", COHERENCE_VIEWS), ("mask_match", MASK_MATCHES)):
+            if self.stabilize[key] not in allowed:
+                raise ConfigError(
+                    f"model.stabilize.{key}={self.stabilize[key]!r}; expected one of "
+                    f"{list(allowed)}"
+                )
         generator = dict(generator or {})
         discriminator = dict(discriminator or {})
         self.loss_config = merged_options(LOSS_DEFAULTS, loss, "loss")
@@ -79,7 +95,12 @@ class DefectGAN(GANModule):
     # ------------------------------------------------------------------ structure
     @property
     def weights(self) -> dict[str, float]:
-        return {t: float(self.loss_config[LAMBDA_OF_TERM[t]]) for t in self.terms}
+        """λ of every active term at the running batch (the mask terms ramped by the warm-up)."""
+        ramp = self.warmup()
+        return {
+            t: float(self.loss_config[LAMBDA_OF_TERM[t]]) * (ramp if t in MASK_TERMS else 1.0)
+            for t in self.terms
+        }
 
     @property
     def discriminators(self) -> dict[str, nn.Module]:
@@ -101,6 +122,24 @@ class DefectGAN(GANModule):
         return groups
 
     # ------------------------------------------------------------------ losses
+    def coherence_view(self, image: torch.Tensor, mask: torch.Tensor, real: bool) -> torch.Tensor:
+        """What D_C judges: ``losses.coherence_input`` (image ‖ mask, the paper) after the
+        ``model.stabilize`` options ``mask_match`` and ``coherence_view``, applied to real and
+        fake pairs alike (except ``binarize``, which makes the fake mask as hard as a real one)."""
+        match = self.stabilize["mask_match"]
+        if match == "blur":
+            # odd kernel covering ±3σ; the same blur on both sides softens the real masks'
+            # hard edges to the fake masks' sigmoid ramps
+            sigma = float(self.stabilize["mask_blur_sigma"])
+            size = 2 * max(1, round(3 * sigma)) + 1
+            mask = gaussian_blur2d(mask, (size, size), (sigma, sigma))
+        elif match == "binarize" and not real:
+            # straight-through: forward a {0, 1} mask like the real ones, backward the identity
+            mask = mask + ((mask >= 0.5).to(mask.dtype) - mask).detach()
+        if self.stabilize["coherence_view"] == "masked_image":
+            image = image * mask
+        return losses.coherence_input(image, mask)
+
     def generator_losses(
         self,
         x: torch.Tensor,
@@ -114,8 +153,8 @@ class DefectGAN(GANModule):
         rec_x, _ = self.F(fake_y, with_mask=False)
         rec_y, _ = self.G(fake_x, with_mask=False)
         out = {
-            "gan_G": losses.lsgan_generator_loss(self.D_Y(fake_y)),
-            "gan_F": losses.lsgan_generator_loss(self.D_X(fake_x)),
+            "gan_G": losses.lsgan_generator_loss(self.judge("D_Y", self.D_Y, fake_y)),
+            "gan_F": losses.lsgan_generator_loss(self.judge("D_X", self.D_X, fake_x)),
             "cycle": losses.cycle_loss(rec_x, x) + losses.cycle_loss(rec_y, y),
         }
         if self.weights["identity"]:
@@ -124,7 +163,7 @@ class DefectGAN(GANModule):
             ) + losses.identity_loss(self.F(x, with_mask=False)[0], x)
         if "coherence" in self.terms:
             out["coherence"] = losses.lsgan_generator_loss(
-                self.D_C(losses.coherence_input(fake_y, fake_mask))
+                self.judge("D_C", self.D_C, self.coherence_view(fake_y, fake_mask, real=False))
             )
         if "background" in self.terms:
             out["background"] = losses.background_loss(
@@ -144,18 +183,21 @@ class DefectGAN(GANModule):
         fake_y: torch.Tensor,
         fake_mask: torch.Tensor,
         fake_x: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Each D's loss (with its R1 term when configured), and the R1 values to log."""
         pooled_y = self.pools["Y"].query(fake_y)
         pooled_x = self.pools["X"].query(fake_x)
-        out = {
-            "D_X": losses.lsgan_discriminator_loss(self.D_X(x), self.D_X(pooled_x)),
-            "D_Y": losses.lsgan_discriminator_loss(self.D_Y(y), self.D_Y(pooled_y)),
-        }
+        out, extras = {}, {}
+        out["D_X"], more = self.discriminator_loss("D_X", self.D_X, x, pooled_x)
+        extras.update(more)
+        out["D_Y"], more = self.discriminator_loss("D_Y", self.D_Y, y, pooled_y)
+        extras.update(more)
         if self.D_C is not None:
-            real = losses.coherence_input(y, y_mask)
-            fake = losses.coherence_input(fake_y, fake_mask).detach()
-            out["D_C"] = losses.lsgan_discriminator_loss(self.D_C(real), self.D_C(fake))
-        return out
+            real = self.coherence_view(y, y_mask, real=True)
+            fake = self.coherence_view(fake_y, fake_mask, real=False)
+            out["D_C"], more = self.discriminator_loss("D_C", self.D_C, real, fake)
+            extras.update(more)
+        return out, extras
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x, y, y_mask = batch["normal"], batch["defect"], batch["mask"]
@@ -170,7 +212,7 @@ class DefectGAN(GANModule):
             if not self.step(opt_g, total, "generator", terms):
                 return  # nan_policy=skip: this batch updates nothing
 
-        d_losses = self.discriminator_losses(
+        d_losses, extras = self.discriminator_losses(
             x, y, y_mask, fake_y.detach(), fake_mask.detach(), fake_x.detach()
         )
         # each D loss depends on its own network only, so the steps do not interfere
@@ -180,4 +222,7 @@ class DefectGAN(GANModule):
         logged = {f"loss_{k}": v for k, v in terms.items()}
         logged["loss_G_total"] = total
         logged.update({f"loss_{k}": v for k, v in d_losses.items()})
+        logged.update(extras)
+        if self.stabilize["warmup_batches"]:
+            logged["warmup"] = torch.tensor(self.warmup(), device=x.device)
         self.log_losses(logged, batch_size=x.shape[0])

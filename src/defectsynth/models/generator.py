@@ -160,3 +160,64 @@ class DefectGenerator(nn.Module):
         if not with_mask or self.mask_branch is None:
             return image, None
         return image, self.mask_branch(h, features)
+
+
+class ControllableGenerator(DefectGenerator):
+    """G of the controllable model: ``(x, requested mask, code z, defect type) ↦ (image, mask)``.
+
+    The requested mask enters as a 4th input channel (in [-1, 1], like the image): it is
+    spatial, so instance normalisation keeps it. The code and the type's one-hot are *not*
+    broadcast as constant channels — every normalisation after the stem would subtract a
+    spatially constant channel away — but modulate the trunk's output per channel (FiLM:
+    h ⊙ (1 + γ) + β), which the branches' normalisations cannot undo for γ.
+    """
+
+    def __init__(
+        self,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        z_dim: int = 8,
+        n_types: int = 1,
+    ) -> None:
+        super().__init__(ngf, n_blocks, norm, in_channels=4, out_channels=3, with_mask=True)
+        if z_dim < 1 or n_types < 1:
+            raise ValueError(f"z_dim={z_dim} and n_types={n_types} must be >= 1")
+        self.z_dim, self.n_types = z_dim, n_types
+        # one type needs no type input: its one-hot would be a constant
+        self.type_dim = n_types if n_types > 1 else 0
+        self.film = nn.Linear(z_dim + self.type_dim, 2 * 4 * ngf)
+        init_weights(self.film)
+
+    def condition(self, z: torch.Tensor, defect_type: torch.Tensor | None) -> torch.Tensor:
+        """The FiLM input: the code, followed by the type's one-hot when there are types."""
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"codes must be (N, {self.z_dim}), got {tuple(z.shape)}")
+        if not self.type_dim:
+            return z
+        if defect_type is None:
+            raise ValueError(f"this generator has {self.n_types} defect types: pass defect_type")
+        if int(defect_type.min()) < 0 or int(defect_type.max()) >= self.n_types:
+            raise ValueError(f"defect_type out of range 0..{self.n_types - 1}")
+        one_hot = nn.functional.one_hot(defect_type.long(), self.n_types).to(z.dtype)
+        return torch.cat([z, one_hot], dim=1)
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        requested: torch.Tensor,
+        z: torch.Tensor,
+        defect_type: torch.Tensor | None = None,
+        with_mask: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if requested.shape[0] != x.shape[0] or requested.shape[1:] != (1, *x.shape[2:]):
+            raise ValueError(
+                f"requested mask {tuple(requested.shape)} does not fit images {tuple(x.shape)}"
+            )
+        h = self.trunk(torch.cat([x, requested.to(x.dtype) * 2 - 1], dim=1))
+        gamma, beta = self.film(self.condition(z, defect_type)).to(h.dtype).chunk(2, dim=1)
+        h = h * (1 + gamma[..., None, None]) + beta[..., None, None]
+        image, features = self.image_branch(h)
+        if not with_mask or self.mask_branch is None:
+            return image, None
+        return image, self.mask_branch(h, features)

@@ -60,3 +60,61 @@ def background_loss(
         raise ValueError(f"background reduction {reduction!r}; expected one of {REDUCTIONS}")
     weight = 1.0 - mask if region == "outside" else mask
     return F.mse_loss(source * weight, generated * weight, reduction=reduction)
+
+
+def r1_penalty(pred_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E over samples of ‖∇_x D(x)‖² at the real inputs ``real``
+    (which must require grad). ``create_graph``: the penalty is itself differentiated in D's
+    step. Keeps D smooth around the few real images it would otherwise memorise."""
+    (grad,) = torch.autograd.grad(pred_real.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+# ----------------------------------------------------------------- controllable model (not paper)
+MASK_FOLLOW_KINDS = ("bce", "dice", "bce_dice")
+
+
+def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 − soft Dice per sample, averaged; ``eps`` keeps tiny masks from exploding."""
+    dims = tuple(range(1, pred.ndim))
+    inter = (pred * target).sum(dims)
+    total = pred.sum(dims) + target.sum(dims)
+    return (1 - (2 * inter + eps) / (total + eps)).mean()
+
+
+def mask_follow_loss(
+    pred_mask: torch.Tensor, requested: torch.Tensor, kind: str = "bce_dice"
+) -> torch.Tensor:
+    """G's mask should be the requested one. BCE alone is dominated by the background of a
+    small defect; Dice weighs the region itself; their sum trains fastest."""
+    if kind not in MASK_FOLLOW_KINDS:
+        raise ValueError(f"mask follow loss {kind!r}; expected one of {MASK_FOLLOW_KINDS}")
+    target = requested.to(pred_mask.dtype)
+    # BCE in fp32: autocast's bf16 log underflows near 0 and 1
+    bce = F.binary_cross_entropy(pred_mask.float().clamp(1e-6, 1 - 1e-6), target.float())
+    if kind == "bce":
+        return bce
+    dice = dice_loss(pred_mask.float(), target.float())
+    return dice if kind == "dice" else bce + dice
+
+
+def preservation_loss(
+    source: torch.Tensor, generated: torch.Tensor, requested: torch.Tensor
+) -> torch.Tensor:
+    """‖(G(x) − x) ⊙ (1 − requested)‖₁, mean over pixels: nothing changes outside the request.
+    Unlike L_B it uses the *requested* mask, which G cannot shrink or grow to cheat."""
+    return F.l1_loss(generated * (1 - requested), source * (1 - requested))
+
+
+def mode_seeking_loss(
+    out_a: torch.Tensor,
+    out_b: torch.Tensor,
+    code_a: torch.Tensor,
+    code_b: torch.Tensor,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Mode seeking (Mao et al. 2019): the ratio mean|G(z_a) − G(z_b)| / mean|z_a − z_b| for two
+    codes on the same input should be large; its inverse is minimised, per sample, averaged."""
+    image = (out_a - out_b).abs().flatten(1).mean(1)
+    code = (code_a - code_b).abs().flatten(1).mean(1)
+    return (1 / (image / code.clamp_min(eps) + eps)).mean()

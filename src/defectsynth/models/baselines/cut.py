@@ -151,6 +151,8 @@ class CUT(GANModule):
         compile: bool | str = False,
         channels_last: bool = False,
         nan_policy: str = "stop",
+        d_augment: dict[str, Any] | None = None,
+        stabilize: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -158,8 +160,11 @@ class CUT(GANModule):
             compile=compile,
             channels_last=channels_last,
             nan_policy=nan_policy,
+            d_augment=d_augment,
+            stabilize=stabilize,
         )
         self.save_hyperparameters()
+        self.ignore_mask_stabilizers()
         generator = {"ngf": 64, "n_blocks": 9, "norm": "instance", **(generator or {})}
         self.nce_config = merged_options(NCE_DEFAULTS, nce, "model.nce")
         if init not in INITS:
@@ -232,7 +237,7 @@ class CUT(GANModule):
         """Unweighted terms: ``gan`` on G(x), ``nce`` (x vs G(x)) and, with the identity option,
         ``nce_identity`` (y vs G(y)); ``fake`` is G of x (‖ y), computed once by the caller."""
         fake_y = fake[: len(x)]
-        terms = {"gan": losses.lsgan_generator_loss(self.D(fake_y))}
+        terms = {"gan": losses.lsgan_generator_loss(self.judge("D", self.D, fake_y))}
         terms["nce"], patches = self.nce_loss(x, fake_y, flipped)
         if self.nce_config["identity"]:
             terms["nce_identity"], more = self.nce_loss(y, fake[len(x) :], flipped)
@@ -247,9 +252,11 @@ class CUT(GANModule):
             + self.nce_config["lambda_nce"] * torch.stack(nce).mean()
         )
 
-    def discriminator_loss(self, y: torch.Tensor, fake_y: torch.Tensor) -> torch.Tensor:
+    def d_loss(
+        self, y: torch.Tensor, fake_y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         fake_y = self.pools["Y"].query(fake_y)
-        return losses.lsgan_discriminator_loss(self.D(y), self.D(fake_y.detach()))
+        return self.discriminator_loss("D", self.D, y, fake_y.detach())
 
     # ------------------------------------------------------------------ training
     def flip_this_batch(self) -> bool:
@@ -264,7 +271,7 @@ class CUT(GANModule):
         real = torch.cat([x, y]) if self.nce_config["identity"] else x
         fake = self.G(real.flip(3) if flipped else real, with_mask=False)[0]
 
-        d_loss = self.discriminator_loss(y, fake[: len(x)])
+        d_loss, extras = self.d_loss(y, fake[: len(x)])
         if not self.step(opt_d, d_loss, "discriminator"):
             return
 
@@ -277,6 +284,7 @@ class CUT(GANModule):
         logged = {f"loss_{k}": v for k, v in terms.items()}
         logged["loss_G_total"] = total
         logged["loss_D"] = d_loss
+        logged.update(extras)
         logged.update(self.after_generator_step(patches, others))
         self.log_losses(logged, batch_size=x.shape[0])
 

@@ -55,6 +55,8 @@ class CycleGAN4(GANModule):
         compile: bool | str = False,
         channels_last: bool = False,
         nan_policy: str = "stop",
+        d_augment: dict[str, Any] | None = None,
+        stabilize: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -62,8 +64,11 @@ class CycleGAN4(GANModule):
             compile=compile,
             channels_last=channels_last,
             nan_policy=nan_policy,
+            d_augment=d_augment,
+            stabilize=stabilize,
         )
         self.save_hyperparameters()
+        self.ignore_mask_stabilizers()
         generator, discriminator = dict(generator or {}), dict(discriminator or {})
         self.loss_config = merged_options(LOSS_DEFAULTS, loss, "loss (cyclegan4)")
 
@@ -98,8 +103,8 @@ class CycleGAN4(GANModule):
     ) -> dict[str, torch.Tensor]:
         """Unweighted terms; ``y4`` = y ‖ mask, ``fake_y4`` = G(x), ``fake_x`` = F(y4)."""
         out = {
-            "gan_G": losses.lsgan_generator_loss(self.D_Y(fake_y4)),
-            "gan_F": losses.lsgan_generator_loss(self.D_X(fake_x)),
+            "gan_G": losses.lsgan_generator_loss(self.judge("D_Y", self.D_Y, fake_y4)),
+            "gan_F": losses.lsgan_generator_loss(self.judge("D_X", self.D_X, fake_x)),
             "cycle": losses.cycle_loss(self.F(fake_y4)[0], x) + losses.cycle_loss(self(fake_x), y4),
         }
         if self.weights["identity"]:
@@ -113,13 +118,17 @@ class CycleGAN4(GANModule):
 
     def discriminator_losses(
         self, x: torch.Tensor, y4: torch.Tensor, fake_y4: torch.Tensor, fake_x: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Each D's loss (augmented and R1-regularised as configured) and the R1 values."""
         pooled_x = self.pools["X"].query(fake_x)
         pooled_y = self.pools["Y"].query(fake_y4)
-        return {
-            "D_X": losses.lsgan_discriminator_loss(self.D_X(x), self.D_X(pooled_x)),
-            "D_Y": losses.lsgan_discriminator_loss(self.D_Y(y4), self.D_Y(pooled_y)),
-        }
+        out, extras = {}, {}
+        out["D_X"], more = self.discriminator_loss("D_X", self.D_X, x, pooled_x)
+        extras.update(more)
+        # image ‖ mask: the augmentation moves the mask channel with the image
+        out["D_Y"], more = self.discriminator_loss("D_Y", self.D_Y, y4, pooled_y)
+        extras.update(more)
+        return out, extras
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x = batch["normal"]
@@ -135,11 +144,12 @@ class CycleGAN4(GANModule):
             if not self.step(opt_g, total, "generator", terms):
                 return
 
-        d_losses = self.discriminator_losses(x, y4, fake_y4.detach(), fake_x.detach())
+        d_losses, extras = self.discriminator_losses(x, y4, fake_y4.detach(), fake_x.detach())
         for (name, value), opt in zip(d_losses.items(), opt_ds, strict=True):
             self.step(opt, value, f"discriminator {name}")
 
         logged = {f"loss_{k}": v for k, v in terms.items()}
         logged["loss_G_total"] = total
         logged.update({f"loss_{k}": v for k, v in d_losses.items()})
+        logged.update(extras)
         self.log_losses(logged, batch_size=x.shape[0])

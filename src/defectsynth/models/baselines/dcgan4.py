@@ -137,6 +137,8 @@ class DCGAN4(GANModule):
         compile: bool | str = False,
         channels_last: bool = False,
         nan_policy: str = "stop",
+        d_augment: dict[str, Any] | None = None,
+        stabilize: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -144,8 +146,11 @@ class DCGAN4(GANModule):
             compile=compile,
             channels_last=channels_last,
             nan_policy=nan_policy,
+            d_augment=d_augment,
+            stabilize=stabilize,
         )
         self.save_hyperparameters()
+        self.ignore_mask_stabilizers()
         self.image_size = image_size
         self.G = DCGANGenerator(image_size, **_network_options(generator, "generator"))
         self.D = DCGANDiscriminator(image_size, **_network_options(discriminator, "discriminator"))
@@ -183,12 +188,15 @@ class DCGAN4(GANModule):
         fake = self(torch.randn(len(real), self.latent_dim, device=real.device))
 
         pooled = self.pools["Y"].query(fake.detach())
-        d_loss = bce_discriminator_loss(self.D(real), self.D(pooled))
+        # logits: a real is "recognised" when its logit is > 0 (r_t's threshold)
+        d_loss, extras = self.discriminator_loss(
+            "D", self.D, real, pooled, loss=bce_discriminator_loss, threshold=0.0
+        )
         if not self.step(opt_d, d_loss, "discriminator"):
             return
 
         with self.toggled_optimizer(opt_g):
-            g_loss = nonsaturating_generator_loss(self.D(fake))
+            g_loss = nonsaturating_generator_loss(self.judge("D", self.D, fake))
             if not self.step(opt_g, g_loss, "generator"):
                 return
-        self.log_losses({"loss_D": d_loss, "loss_G": g_loss}, batch_size=len(real))
+        self.log_losses({"loss_D": d_loss, "loss_G": g_loss, **extras}, batch_size=len(real))

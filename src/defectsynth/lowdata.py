@@ -1,0 +1,247 @@
+"""The job behind ``src/lowdata.py`` (``make table6``): the paper preset against the
+data-efficient preset (``experiment=low_data``) with the same batches, products and seeds.
+
+Per cell (variant × product × seed) it trains, generates from the test images and evaluates
+(``evaluate.py``'s metrics), then adds what the low-data question needs and evaluate.py does
+not report: the identity L1 logged in the last epoch, each discriminator's last r_t (and ADA's
+p), and the share of the pixels *outside* the predicted mask that the generator changed.
+The table gives mean ± sample std over seeds (KID: its own subset std when there is one seed).
+A cell whose ``row.json`` exists is reused, so an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from defectsynth.data.cache import ImageCache
+from defectsynth.errors import ConfigError
+from defectsynth.evaluation import MetricSuite, load_samples
+from defectsynth.evaluation import evaluate as evaluate_job
+from defectsynth.metrics.masks import changed_region
+from defectsynth.synthesis import resolve_device
+from defectsynth.tables import _composed, _finish_wandb
+from defectsynth.training import train as train_job
+from defectsynth.utils.io import write_text
+
+log = logging.getLogger(__name__)
+
+# column → (title, digits); "±" columns are aggregated as mean ± std over seeds
+COLUMNS = {
+    "identity_l1": ("Identity L1 ↓", 3),
+    "cycle_l1": ("Cycle L1 ↓", 3),
+    "mask_iou": ("Mask-coherence IoU ↑", 3),
+    "changed_outside": ("Changed outside mask ↓", 3),
+    "changed_area": ("Changed (all) ", 3),
+    "mask_area": ("Mask area", 3),
+    "fid64": ("FID-64 ↓", 3),
+    "kid_mean": ("KID ↓", 4),
+    "lpips": ("LPIPS ↑", 3),
+    "dist_to_train": ("Dist-to-train", 3),
+    "rt_D_Y": ("r_t D_Y", 2),
+    "rt_D_C": ("r_t D_C", 2),
+}
+
+
+def changed_outside_mask(folder: Path, cache: ImageCache, threshold: float = 0.1) -> float | None:
+    """Share of the pixels outside the predicted (binary) mask that the generator changed
+    (mean |G(x) − x| over channels > ``threshold`` on [0, 1], as mask coherence), pooled over
+    the set; None without masks or sources."""
+    samples = load_samples(folder, cache)
+    if samples.masks is None or samples.sources is None:
+        return None
+    changed = changed_region(samples.sources, samples.images, threshold)
+    outside = samples.masks[:, 0] < float(samples.info.get("threshold", 0.5))
+    n_outside = int(outside.sum())
+    return float((changed & outside).sum()) / n_outside if n_outside else None
+
+
+def last_epoch_values(run: Path) -> dict[str, float]:
+    """The last logged value of every epoch-level metric of a run's CSV log."""
+    values: dict[str, float] = {}
+    for path in sorted(run.glob("csv/version_*/metrics.csv")):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                for key, value in row.items():
+                    if value and (key.endswith("_epoch") or key.startswith("daug/")):
+                        values[key] = float(value)
+    return values
+
+
+def run_cell(
+    cfg: DictConfig, variant: str, product: str, seed: int, out: Path, suite: MetricSuite
+) -> dict[str, Any]:
+    folder = out / f"{variant}-{product}-seed{seed}"
+    row_file = folder / "row.json"
+    if row_file.is_file():
+        log.info("reusing %s", row_file)
+        return json.loads(row_file.read_text())
+    start = time.perf_counter()
+    overrides = [
+        f"experiment={cfg.variants[variant].experiment}",
+        f"product={product}",
+        f"seed={seed}",
+        *cfg.variants[variant].overrides,
+        *cfg.train_overrides,
+    ]
+    if cfg.get("data_root"):
+        overrides.append(f"data.root={cfg.data_root}")
+    train_cfg = _composed("train", overrides, folder / "train", run_name=folder.name)
+    train_job(train_cfg)
+    _finish_wandb()
+    trained = time.perf_counter()
+    eval_cfg = _composed(
+        "evaluate",
+        list(cfg.eval_overrides),
+        folder / "evaluate",
+        ckpt=str(folder / "train" / "checkpoints" / "last.ckpt"),
+    )
+    evaluate_job(eval_cfg, suite.networks)
+    _finish_wandb()
+    report = json.loads((folder / "evaluate" / "metrics.json").read_text())
+    metrics = report["metrics"]
+    coherence = metrics.get("mask_coherence") or {}
+    kid = metrics.get("kid") or {}
+    logged = last_epoch_values(folder / "train")
+    checkpoint = torch.load(
+        folder / "train" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    cache = ImageCache(Path(str(train_cfg.paths.cache_dir)))
+    row: dict[str, Any] = {
+        "variant": variant,
+        "product": product,
+        "seed": seed,
+        "identity_l1": logged.get("train/loss_identity_epoch"),
+        "cycle_l1": logged.get("train/loss_cycle_epoch"),
+        "mask_iou": coherence.get("iou"),
+        "mask_area": coherence.get("mask_area"),
+        "changed_area": coherence.get("changed_area"),
+        "changed_outside": changed_outside_mask(
+            folder / "evaluate" / "samples",
+            cache,
+            float(eval_cfg.metrics.change_threshold),
+        ),
+        "fid64": metrics.get("fid64"),
+        "kid_mean": kid.get("mean"),
+        "kid_std": kid.get("std"),
+        "lpips": metrics.get("lpips"),
+        "dist_to_train": metrics.get("dist_to_train"),
+        **{k.replace("daug/", ""): v for k, v in logged.items() if k.startswith("daug/")},
+        "batches": (checkpoint.get("low_data") or {}).get("batches_seen"),
+        "train_seconds": round(trained - start, 1),
+        "grid": str(folder / "evaluate" / "samples" / "grid.png"),
+        "skipped": report.get("skipped", {}),
+    }
+    write_text(json.dumps(row, indent=2) + "\n", row_file)
+    return row
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if isinstance(v, int | float)]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def aggregate(rows: list[dict[str, Any]], cfg: DictConfig) -> list[dict[str, Any]]:
+    """One row per variant × product: mean and std over seeds of every column."""
+    out = []
+    for product in cfg.products:
+        for variant in cfg.run:
+            group = [r for r in rows if r["variant"] == variant and r["product"] == product]
+            if not group:
+                continue
+            agg: dict[str, Any] = {
+                "Variant": cfg.variants[variant].label,
+                "Product": product,
+                "Seeds": len(group),
+            }
+            for key in COLUMNS:
+                mean, std = _mean_std([r.get(key) for r in group])
+                agg[key], agg[f"{key}_std"] = mean, std
+            if len(group) == 1 and agg.get("kid_mean") is not None:
+                agg["kid_mean_std"] = group[0].get("kid_std")
+            out.append(agg)
+    return out
+
+
+def _cell(mean: float | None, std: float | None, digits: int) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def markdown(rows: list[dict[str, Any]], title: str) -> str:
+    headers = ["Variant", "Product", "Seeds", *(t for t, _ in COLUMNS.values())]
+    lines = [f"# {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [str(row["Variant"]), str(row["Product"]), str(row["Seeds"])]
+        cells += [_cell(row.get(k), row.get(f"{k}_std"), d) for k, (_, d) in COLUMNS.items()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(rows: list[dict[str, Any]], cfg: DictConfig, out: Path) -> list[Path]:
+    """Per product, the first seed's sample grids of every variant next to each other."""
+    written = []
+    for product in cfg.products:
+        grids = []
+        for variant in cfg.run:
+            match = [r for r in rows if r["variant"] == variant and r["product"] == product]
+            if match and Path(match[0]["grid"]).is_file():
+                grids.append(Image.open(match[0]["grid"]).convert("RGB"))
+        if len(grids) < 2:
+            continue
+        width = sum(g.width for g in grids) + 8 * (len(grids) - 1)
+        canvas = Image.new("RGB", (width, max(g.height for g in grids)), "white")
+        x = 0
+        for grid in grids:
+            canvas.paste(grid, (x, 0))
+            x += grid.width + 8
+        path = out / f"grids-{product}.png"
+        canvas.save(path)
+        written.append(path)
+    return written
+
+
+def lowdata(cfg: DictConfig) -> dict[str, float]:
+    unknown = [v for v in cfg.run if v not in cfg.variants]
+    if unknown:
+        raise ConfigError(f"run={list(cfg.run)} names {unknown}; variants: {list(cfg.variants)}")
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    # the metric networks first: a missing weight file stops before any training
+    probe = _composed("evaluate", list(cfg.eval_overrides), out)
+    suite = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare()
+    rows = [
+        run_cell(cfg, variant, product, int(seed), out, suite)
+        for product in cfg.products
+        for seed in cfg.seeds
+        for variant in cfg.run
+    ]
+    table = aggregate(rows, cfg)
+    text = markdown(table, f"{cfg.title} (preset {cfg.preset}, seeds {list(cfg.seeds)})")
+    write_text(text, out / "table6.md")
+    fields = list(dict.fromkeys(k for row in table for k in row))
+    with open(out / "table6.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(table)
+    write_text(json.dumps({"cells": rows, "table": table}, indent=2) + "\n", out / "table6.json")
+    grids = side_by_side(rows, cfg, out)
+    write_text(OmegaConf.to_yaml(cfg), out / "lowdata.yaml")
+    log.info("table6 written to %s in %.0f s", out, time.perf_counter() - start)
+    print(text)
+    for path in grids:
+        print(f"grids: {path}")
+    return {}
