@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 # column → (title, digits); "±" columns are aggregated as mean ± std over seeds
 COLUMNS = {
+    "batches": ("Batches", 0),
     "identity_l1": ("Identity L1 ↓", 3),
     "cycle_l1": ("Cycle L1 ↓", 3),
     "mask_iou": ("Mask-coherence IoU ↑", 3),
@@ -96,8 +97,13 @@ def run_cell(
     if cfg.get("data_root"):
         overrides.append(f"data.root={cfg.data_root}")
     train_cfg = _composed("train", overrides, folder / "train", run_name=folder.name)
-    train_job(train_cfg)
-    _finish_wandb()
+    last = folder / "train" / "checkpoints" / "last.ckpt"
+    if cfg.get("reuse_checkpoints") and last.is_file():
+        # measure an interrupted run where it stopped (its row records the batches trained)
+        log.info("evaluating %s as it is (reuse_checkpoints=true)", last)
+    else:
+        train_job(train_cfg)
+        _finish_wandb()
     trained = time.perf_counter()
     eval_cfg = _composed(
         "evaluate",
