@@ -161,6 +161,14 @@ class DefectGAN(GANModule):
             out["identity"] = losses.identity_loss(
                 self.G(y, with_mask=False)[0], y
             ) + losses.identity_loss(self.F(x, with_mask=False)[0], x)
+        out.update(self.mask_losses(x, fake_y, fake_mask))
+        return out
+
+    def mask_losses(
+        self, x: torch.Tensor, fake_y: torch.Tensor, fake_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """L_C and L_B of Eq. 4, those the ablation keeps (shared with the controllable model)."""
+        out: dict[str, torch.Tensor] = {}
         if "coherence" in self.terms:
             out["coherence"] = losses.lsgan_generator_loss(
                 self.judge("D_C", self.D_C, self.coherence_view(fake_y, fake_mask, real=False))

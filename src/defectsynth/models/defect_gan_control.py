@@ -239,18 +239,7 @@ class DefectGANControl(DefectGAN):
             out["identity"] = losses.identity_loss(same_y, y) + losses.identity_loss(
                 self.F(x, with_mask=False)[0], x
             )
-        if "coherence" in self.terms:
-            out["coherence"] = losses.lsgan_generator_loss(
-                self.judge("D_C", self.D_C, self.coherence_view(fake_y, fake_mask, real=False))
-            )
-        if "background" in self.terms:
-            out["background"] = losses.background_loss(
-                x,
-                fake_y,
-                fake_mask,
-                region=self.loss_config["background_region"],
-                reduction=self.loss_config["background_reduction"],
-            )
+        out.update(self.mask_losses(x, fake_y, fake_mask))
         if "mask_follow" in self.control_terms:
             out["mask_follow"] = losses.mask_follow_loss(
                 fake_mask, requested, self.control["mask_loss"]
