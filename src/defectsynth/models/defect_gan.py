@@ -220,17 +220,34 @@ class DefectGAN(GANModule):
             if not self.step(opt_g, total, "generator", terms):
                 return  # nan_policy=skip: this batch updates nothing
 
+        logged = self.discriminator_steps(opt_ds, x, y, y_mask, fake_y, fake_mask, fake_x)
+        self.log_losses(self.with_generator_terms(logged, terms, total), batch_size=x.shape[0])
+
+    def discriminator_steps(
+        self,
+        opt_ds: list[Any],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        y_mask: torch.Tensor,
+        fake_y: torch.Tensor,
+        fake_mask: torch.Tensor,
+        fake_x: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """One step per discriminator after the G step; returns their losses for logging."""
         d_losses, extras = self.discriminator_losses(
             x, y, y_mask, fake_y.detach(), fake_mask.detach(), fake_x.detach()
         )
         # each D loss depends on its own network only, so the steps do not interfere
         for (name, value), opt in zip(d_losses.items(), opt_ds, strict=True):
             self.step(opt, value, f"discriminator {name}")
-
-        logged = {f"loss_{k}": v for k, v in terms.items()}
-        logged["loss_G_total"] = total
-        logged.update({f"loss_{k}": v for k, v in d_losses.items()})
+        logged = {f"loss_{k}": v for k, v in d_losses.items()}
         logged.update(extras)
         if self.stabilize["warmup_batches"]:
             logged["warmup"] = torch.tensor(self.warmup(), device=x.device)
-        self.log_losses(logged, batch_size=x.shape[0])
+        return logged
+
+    @staticmethod
+    def with_generator_terms(
+        logged: dict[str, torch.Tensor], terms: dict[str, torch.Tensor], total: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        return {**{f"loss_{k}": v for k, v in terms.items()}, "loss_G_total": total, **logged}

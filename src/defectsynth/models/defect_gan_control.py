@@ -276,16 +276,8 @@ class DefectGANControl(DefectGAN):
             if not self.step(opt_g, total, "generator", terms):
                 return
 
-        d_losses, extras = self.discriminator_losses(
-            x, y, y_mask, fake_y.detach(), fake_mask.detach(), fake_x.detach()
-        )
-        for (name, value), opt in zip(d_losses.items(), opt_ds, strict=True):
-            self.step(opt, value, f"discriminator {name}")
-
-        logged = {f"loss_{k}": v for k, v in terms.items()}
-        logged["loss_G_total"] = total
-        logged.update({f"loss_{k}": v for k, v in d_losses.items()})
-        logged.update(extras)
+        logged = self.discriminator_steps(opt_ds, x, y, y_mask, fake_y, fake_mask, fake_x)
+        logged = self.with_generator_terms(logged, terms, total)
         with torch.no_grad():
             # how well the mask follows the request: the number to watch in this model
             hard = fake_mask.detach() >= 0.5
@@ -293,6 +285,4 @@ class DefectGANControl(DefectGAN):
             inter = (hard & want).flatten(1).sum(1).float()
             union = (hard | want).flatten(1).sum(1).float().clamp_min(1)
             logged["mask_iou"] = (inter / union).mean()
-        if self.stabilize["warmup_batches"]:
-            logged["warmup"] = torch.tensor(self.warmup(), device=x.device)
         self.log_losses(logged, batch_size=x.shape[0])
