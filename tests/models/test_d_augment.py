@@ -351,6 +351,58 @@ def test_masked_image_view_hides_the_image_outside_the_mask():
     assert torch.equal(paper, losses.coherence_input(image, mask))
 
 
+def test_blend_keeps_the_source_where_the_mask_is_off_and_paints_where_it_is_on():
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    paper = DefectGAN(**TINY)
+    blend = DefectGAN(**TINY, stabilize={"compose": "blend"})
+    blend.load_state_dict(paper.state_dict())
+    raw, mask = paper(x)
+    out, same_mask = blend(x)
+    assert torch.equal(mask, same_mask)
+    assert torch.allclose(out, mask * raw + (1 - mask) * x, atol=1e-6)
+    # a mask head pushed to "off" everywhere returns the source; the paper's G would not
+    head = blend.G.mask_branch.head[1]
+    with torch.no_grad():
+        head.bias.fill_(-30.0)
+    assert torch.allclose(blend(x)[0], x, atol=1e-6)
+    paper.G.mask_branch.head[1].bias.data.fill_(-30.0)
+    assert (paper(x)[0] - x).abs().mean() > 0.1
+    # the mask gets a gradient from the image losses through the composition
+    blend.G.zero_grad()
+    head.bias.data.fill_(0.0)
+    image, _ = blend.translate(x, with_mask=False)
+    image.square().mean().backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+
+def test_paste_keeps_the_exact_source_below_half_and_passes_the_soft_gradient():
+    torch.manual_seed(4)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    model = DefectGAN(**TINY, stabilize={"compose": "paste"})
+    raw, mask = model.G(x)
+    out, _ = model(x)
+    off = (mask < 0.5).expand_as(x)
+    assert 0 < off.float().mean() < 1  # both regions present at this seed
+    assert torch.equal(out[off], x[off])
+    assert torch.allclose(out[~off], raw[~off])
+    model.zero_grad()
+    model.translate(x, with_mask=False)[0].sum().backward()
+    assert model.G.mask_branch.head[1].weight.grad.abs().sum() > 0
+
+
+def test_compose_inverse_lets_f_repair_only_where_its_own_mask_marks():
+    torch.manual_seed(5)
+    y = torch.rand(1, 3, 16, 16) * 2 - 1
+    model = DefectGAN(**TINY, stabilize={"compose": "blend", "compose_inverse": True})
+    raw, f_mask = model.F(y)
+    assert torch.allclose(model.restore(y), f_mask * raw + (1 - f_mask) * y, atol=1e-6)
+    paper = DefectGAN(**TINY)
+    assert torch.equal(paper.restore(y), paper.F(y, with_mask=False)[0])
+    with pytest.raises(ConfigError, match="compose=blend"):
+        DefectGAN(**TINY, stabilize={"compose_inverse": True})
+
+
 # ------------------------------------------------------------------ every model, config errors
 @pytest.mark.parametrize(
     ("cls", "options"),
@@ -379,6 +431,7 @@ def test_every_baseline_trains_with_augmentation_and_r1(cls, options):
         ({"d_augment": {"mode": "ada", "target": 1.5}}, "model.d_augment.target"),
         ({"stabilize": {"coherence_view": "mask"}}, "model.stabilize.coherence_view"),
         ({"stabilize": {"mask_match": "sharpen"}}, "model.stabilize.mask_match"),
+        ({"stabilize": {"compose": "stamp"}}, "model.stabilize.compose"),
         ({"stabilize": {"warmup": 3}}, "model.stabilize"),
         ({"stabilize": {"r1_gamma": -1}}, "r1_gamma"),
     ],

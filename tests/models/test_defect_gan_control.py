@@ -273,3 +273,39 @@ def test_a_batch_without_requested_masks_names_the_option():
     items = [{k: v for k, v in batch_of(1, squeeze=True).items() if k != "requested_mask"}]
     with pytest.raises(ConfigError, match=r"data\.requested_masks=true"):
         fit(model, items)  # type: ignore[arg-type]
+
+
+def test_resume_after_an_epoch_ends_with_the_uninterrupted_weights(tmp_path):
+    """Codes, ADA's p and the warm-up counter all resume from the checkpoint:
+    a run resumed after epoch 1 ends bit-for-bit where the uninterrupted run does."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    options = {
+        **TINY,
+        "control": {"n_types": 2},
+        "d_augment": {"mode": "ada", "p": 0.5, "interval": 1, "speed_batches": 20},
+        "stabilize": {"warmup_batches": 3, "compose": "blend"},
+        "pool_size": 2,
+    }
+    data = DataLoader(ControlBatches(3, types=True), batch_size=1)
+
+    def trainer(root, **kwargs) -> L.Trainer:
+        return L.Trainer(
+            accelerator="cpu", max_epochs=2, default_root_dir=root, logger=False,
+            enable_progress_bar=False, enable_model_summary=False, deterministic=True, **kwargs,
+        )  # fmt: skip
+
+    L.seed_everything(10)
+    straight = DefectGANControl(**options)
+    initial = copy.deepcopy(straight.state_dict())
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    trainer(tmp_path / "a", callbacks=[saver]).fit(straight, data)
+    first = sorted((tmp_path / "ckpt").glob("*.ckpt"))[0]
+
+    L.seed_everything(99)  # the checkpoint, not this, must decide what happens next
+    resumed = DefectGANControl(**options)
+    resumed.load_state_dict(initial)
+    trainer(tmp_path / "b", enable_checkpointing=False).fit(resumed, data, ckpt_path=first)
+    after = straight.state_dict()
+    for key, value in resumed.state_dict().items():
+        assert torch.equal(value, after[key]), key

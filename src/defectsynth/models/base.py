@@ -45,9 +45,23 @@ STABILIZE_DEFAULTS: dict[str, Any] = {
     # thresholded at 0.5 with a straight-through gradient, as binary as the real ones)
     "mask_match": "none",
     "mask_blur_sigma": 1.5,
+    # how G's two outputs make the defective image: none (the paper: the image branch paints the
+    # whole image) or blend (m ⊙ G_img(x) + (1 − m) ⊙ x: the image branch paints only where
+    # its mask is on, so the background is the source's own pixels from the first batch) or
+    # paste (the same through the mask thresholded at 0.5, with a straight-through gradient)
+    "compose": "none",
+    # compose F (defective → normal) the same way, through F's own mask (else F's mask branch
+    # is never run, as in the paper)
+    "compose_inverse": False,
 }
 # options that only mean something for a model with a mask discriminator
-MASK_STABILIZERS = ("warmup_batches", "coherence_view", "mask_match")
+MASK_STABILIZERS = (
+    "warmup_batches",
+    "coherence_view",
+    "mask_match",
+    "compose",
+    "compose_inverse",
+)
 
 
 class TrainingDivergedError(DefectSynthError):

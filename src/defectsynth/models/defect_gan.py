@@ -46,6 +46,7 @@ OPTIONAL_TERMS = ("coherence", "background")
 MASK_TERMS = ("coherence", "background")
 COHERENCE_VIEWS = ("image_mask", "masked_image")
 MASK_MATCHES = ("none", "blur", "binarize")
+COMPOSES = ("none", "blend", "paste")
 
 
 class DefectGAN(GANModule):
@@ -70,12 +71,21 @@ class DefectGAN(GANModule):
             optimizer, schedule, compile, channels_last, nan_policy, d_augment, stabilize
         )
         self.save_hyperparameters()
-        for key, allowed in (("coherence_view", COHERENCE_VIEWS), ("mask_match", MASK_MATCHES)):
+        for key, allowed in (
+            ("coherence_view", COHERENCE_VIEWS),
+            ("mask_match", MASK_MATCHES),
+            ("compose", COMPOSES),
+        ):
             if self.stabilize[key] not in allowed:
                 raise ConfigError(
                     f"model.stabilize.{key}={self.stabilize[key]!r}; expected one of "
                     f"{list(allowed)}"
                 )
+        if self.stabilize["compose_inverse"] and self.stabilize["compose"] == "none":
+            raise ConfigError(
+                "model.stabilize.compose_inverse=true composes F like G: set "
+                "model.stabilize.compose=blend|paste too"
+            )
         generator = dict(generator or {})
         discriminator = dict(discriminator or {})
         self.loss_config = merged_options(LOSS_DEFAULTS, loss, "loss")
@@ -84,7 +94,7 @@ class DefectGAN(GANModule):
         self.terms = (*BASE_TERMS, *(t for t in OPTIONAL_TERMS if enabled[t]))
 
         # F has G's architecture (as in the paper); its mask output feeds no loss term, so
-        # F always runs with ``with_mask=False`` and its mask branch costs no compute
+        # F runs without its mask branch, except under ``compose_inverse`` where it composes
         self.G = DefectGenerator(**generator)
         self.F = DefectGenerator(**generator)
         self.D_X = PatchDiscriminator(3, **discriminator)
@@ -108,9 +118,40 @@ class DefectGAN(GANModule):
         return {name: net for name, net in nets.items() if net is not None}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.G(x)
+        image, mask = self.translate(x)
         assert mask is not None
         return image, mask
+
+    def translate(
+        self, x: torch.Tensor, *controls: Any, with_mask: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """G(x) as every loss and every user sees it: the image branch's output as it is (the
+        paper), or with ``model.stabilize.compose=blend|paste`` put into ``x`` through G's mask
+        (soft, or thresholded at 0.5). ``controls`` are the extra inputs of a conditional G
+        (requested mask, code, type)."""
+        return self.composed(self.G, x, *controls, with_mask=with_mask)
+
+    def restore(self, y: torch.Tensor) -> torch.Tensor:
+        """F(y): as it is (the paper), or with ``model.stabilize.compose_inverse=true`` composed
+        like G — F then repairs only where its own mask marks the defect."""
+        if not self.stabilize["compose_inverse"]:
+            return self.F(y, with_mask=False)[0]
+        return self.composed(self.F, y, with_mask=False)[0]
+
+    def composed(
+        self, net: nn.Module, x: torch.Tensor, *controls: Any, with_mask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        compose = self.stabilize["compose"]
+        image, mask = net(x, *controls, with_mask=with_mask or compose != "none")
+        if compose != "none":
+            assert mask is not None
+            alpha = mask
+            if compose == "paste":
+                # straight-through: a {0, 1} cut-out forward (the background stays the source's
+                # exact pixels), the soft mask's gradient backward
+                alpha = mask + ((mask >= 0.5).to(mask.dtype) - mask).detach()
+            image = alpha * image + (1 - alpha) * x
+        return image, mask if with_mask else None
 
     def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self(x)
@@ -150,8 +191,8 @@ class DefectGAN(GANModule):
     ) -> dict[str, torch.Tensor]:
         """Each unweighted term of Eq. 4 for one batch; G(x) and F(y) are computed by the caller
         once and reused for every term and for the discriminator steps."""
-        rec_x, _ = self.F(fake_y, with_mask=False)
-        rec_y, _ = self.G(fake_x, with_mask=False)
+        rec_x = self.restore(fake_y)
+        rec_y, _ = self.translate(fake_x, with_mask=False)
         out = {
             "gan_G": losses.lsgan_generator_loss(self.judge("D_Y", self.D_Y, fake_y)),
             "gan_F": losses.lsgan_generator_loss(self.judge("D_X", self.D_X, fake_x)),
@@ -159,8 +200,8 @@ class DefectGAN(GANModule):
         }
         if self.weights["identity"]:
             out["identity"] = losses.identity_loss(
-                self.G(y, with_mask=False)[0], y
-            ) + losses.identity_loss(self.F(x, with_mask=False)[0], x)
+                self.translate(y, with_mask=False)[0], y
+            ) + losses.identity_loss(self.restore(x), x)
         out.update(self.mask_losses(x, fake_y, fake_mask))
         return out
 
@@ -212,8 +253,8 @@ class DefectGAN(GANModule):
         opt_g, *opt_ds = self.optimizers()
 
         with self.toggled_optimizer(opt_g):
-            fake_y, fake_mask = self.G(x)
-            fake_x, _ = self.F(y, with_mask=False)
+            fake_y, fake_mask = self.translate(x)
+            fake_x = self.restore(y)
             terms = self.generator_losses(x, y, fake_y, fake_mask, fake_x)
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())

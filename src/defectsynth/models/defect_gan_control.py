@@ -179,7 +179,7 @@ class DefectGANControl(DefectGAN):
         z: torch.Tensor,
         defect_type: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.G(x, requested, z, self._types(defect_type, len(x)))
+        image, mask = self.translate(x, requested, z, self._types(defect_type, len(x)))
         assert mask is not None
         return image, mask
 
@@ -227,17 +227,17 @@ class DefectGANControl(DefectGAN):
     ) -> dict[str, torch.Tensor]:
         """Each unweighted generator term for one batch (the paper's and the control ones)."""
         zero = torch.zeros_like(z)
-        rec_x, _ = self.F(fake_y, with_mask=False)
-        rec_y, _ = self.G(fake_x, y_mask, zero, types, with_mask=False)
+        rec_x = self.restore(fake_y)
+        rec_y, _ = self.translate(fake_x, y_mask, zero, types, with_mask=False)
         out = {
             "gan_G": losses.lsgan_generator_loss(self.judge("D_Y", self.D_Y, fake_y)),
             "gan_F": losses.lsgan_generator_loss(self.judge("D_X", self.D_X, fake_x)),
             "cycle": losses.cycle_loss(rec_x, x) + losses.cycle_loss(rec_y, y),
         }
         if self.weights["identity"]:
-            same_y, _ = self.G(y, y_mask, zero, types, with_mask=False)
+            same_y, _ = self.translate(y, y_mask, zero, types, with_mask=False)
             out["identity"] = losses.identity_loss(same_y, y) + losses.identity_loss(
-                self.F(x, with_mask=False)[0], x
+                self.restore(x), x
             )
         out.update(self.mask_losses(x, fake_y, fake_mask))
         if "mask_follow" in self.control_terms:
@@ -248,7 +248,7 @@ class DefectGANControl(DefectGAN):
             out["preserve"] = losses.preservation_loss(x, fake_y, requested)
         if "diversity" in self.control_terms:
             z2 = torch.randn_like(z)
-            other, _ = self.G(x, requested, z2, types, with_mask=False)
+            other, _ = self.translate(x, requested, z2, types, with_mask=False)
             out["diversity"] = losses.mode_seeking_loss(fake_y, other, z, z2)
         return out
 
@@ -265,9 +265,9 @@ class DefectGANControl(DefectGAN):
         z = torch.randn(len(x), int(self.control["z_dim"]), device=x.device)
 
         with self.toggled_optimizer(opt_g):
-            fake_y, fake_mask = self.G(x, requested, z, types)
+            fake_y, fake_mask = self.translate(x, requested, z, types)
             assert fake_mask is not None
-            fake_x, _ = self.F(y, with_mask=False)
+            fake_x = self.restore(y)
             terms = self.control_losses(
                 x, y, y_mask, requested, z, types, fake_y, fake_mask, fake_x
             )
