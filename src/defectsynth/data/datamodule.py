@@ -196,6 +196,8 @@ class DefectDataModule(L.LightningDataModule):
         on_bad_file: str = "error",
         folders: dict | None = None,
         mask_suffix: str = "_mask",
+        image_ext: str | list[str] | None = None,
+        mask_ext: str | list[str] | None = None,
         requested_masks: bool = False,
         placement: dict | None = None,
         foreground: str | None = None,
@@ -247,6 +249,7 @@ class DefectDataModule(L.LightningDataModule):
         # data=folder: explicit folders instead of the MVTec layout
         self.folders = dict(folders) if folders else None
         self.mask_suffix = mask_suffix
+        self.image_ext, self.mask_ext = image_ext, mask_ext
         self.cache_dir = cache_dir
         self.split: MVTecSplit | None = None
         self.train_set: UnpairedDataset | None = None
@@ -367,6 +370,8 @@ class DefectDataModule(L.LightningDataModule):
                 mask_suffix=self.mask_suffix,
                 train_fraction=self.train_fraction,
                 bad=self.bad_files,
+                image_ext=self.image_ext,
+                mask_ext=self.mask_ext,
             )
         elif self.multi_type:
             split = index_defect_types(
@@ -382,15 +387,16 @@ class DefectDataModule(L.LightningDataModule):
             )
         self.split = split = self._validated(split)
         counts = split.counts()
+        notes = list(split.ignored)
+        if self.bad_files.skipped:
+            notes.append(f"{len(self.bad_files.skipped)} bad file(s) skipped")
         log.info(
             "data %s/%s from %s: %s%s",
             split.category,
             split.defect,
             split.root,
             ", ".join(f"{k}={v}" for k, v in counts.items()),
-            f" ({len(self.bad_files.skipped)} bad file(s) skipped)"
-            if self.bad_files.skipped
-            else "",
+            f" (ignored: {'; '.join(notes)})" if notes else "",
         )
         if self.cache_images:
             normal = [self.cache.image(p, self.load_size) for p in split.normal_train]

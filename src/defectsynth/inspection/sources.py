@@ -163,7 +163,15 @@ def product_of(main: Input, overrides: dict[str, Any], cache_dir: str | None) ->
 
 
 # the data options that decide which real defects trained a generator
-SPLIT_OPTIONS = ("root", "train_fraction", "procedural_spec", "folders", "mask_suffix")
+SPLIT_OPTIONS = (
+    "root",
+    "train_fraction",
+    "procedural_spec",
+    "folders",
+    "mask_suffix",
+    "image_ext",
+    "mask_ext",
+)
 
 
 def _split_options(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

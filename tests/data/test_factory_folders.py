@@ -1,0 +1,163 @@
+"""Real factory exports (issue 12): masks beside their images, all-black masks of defect-free
+parts, soft and noisy masks. A mask is never an image, an empty mask is never a defect, and a
+mask is binarised by its value range, not by its own maximum."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from defectsynth.data.datamodule import DefectDataModule
+from defectsynth.errors import ConfigError, DataError
+from tests.helpers import run_script, write_png
+
+N_OK, N_NOK = 10, 5
+
+
+def write_jpg(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, quality=95)
+    return path
+
+
+def factory_export(root: Path) -> dict[str, Path]:
+    """The issue's layout: ``ok/Imgs`` and ``nok/Imgs`` hold every image as a grayscale .jpg
+    of varying size and, beside it, its mask as a .png of the same stem (all black for the
+    defect-free parts)."""
+    rng = np.random.default_rng(0)
+    ok, nok = root / "ok" / "Imgs", root / "nok" / "Imgs"
+    for i in range(N_OK):
+        h, w = 20 + i % 3, 24
+        write_jpg(ok / f"part_{i:03d}.jpg", rng.integers(0, 120, (h, w), dtype=np.uint8))
+        write_png(ok / f"part_{i:03d}.png", np.zeros((h, w), np.uint8))
+    for i in range(N_NOK):
+        image = rng.integers(0, 120, (22, 24), dtype=np.uint8)
+        mask = np.zeros((22, 24), np.uint8)
+        mask[6:14, 4 + i : 12 + i] = 255
+        image[mask > 0] = 240
+        write_jpg(nok / f"fail_{i:03d}.jpg", image)
+        write_png(nok / f"fail_{i:03d}.png", mask)
+    return {"ok": ok, "nok": nok}
+
+
+def folder_dm(normal: Path, defect: Path, mask: Path, **kwargs) -> DefectDataModule:
+    options = {"mask_suffix": "", "image_size": 16, "batch_size": 2, "num_workers": 0}
+    options.update(kwargs)
+    return DefectDataModule(
+        "custom",
+        "defect",
+        folders={"normal": str(normal), "defect": str(defect), "mask": str(mask)},
+        **options,
+    )
+
+
+# ------------------------------------------------------------------- a mask is never an image
+def only_jpgs(folder: Path, out: Path) -> Path:
+    out.mkdir(parents=True)
+    for p in folder.glob("*.jpg"):
+        (out / p.name).write_bytes(p.read_bytes())
+    return out
+
+
+def test_masks_beside_the_images_stop_with_the_option_that_resolves_it(tmp_path):
+    data = factory_export(tmp_path)
+    # the issue's command line: today it trains on twice the images, the masks among them
+    with pytest.raises(DataError) as info:
+        folder_dm(data["ok"], data["nok"], data["nok"]).setup()
+    message = str(info.value)
+    assert f"data.folders.normal={str(data['ok'])!r}" in message
+    assert "data.image_ext" in message and "data.mask_ext" in message
+    # with the defect-free folder clean, the shared defect/mask folder is the next stop
+    ok = only_jpgs(data["ok"], tmp_path / "ok_jpg")
+    with pytest.raises(DataError, match=r"data.folders.defect=.*fail_000.jpg \+ fail_000.png"):
+        folder_dm(ok, data["nok"], data["nok"]).setup()
+    # one folder for images and masks, no suffix, no extension: each image its own mask
+    for p in data["nok"].glob("*.png"):
+        p.unlink()
+    with pytest.raises(ConfigError, match=r"same folder .* data.mask_suffix is empty"):
+        folder_dm(ok, data["nok"], data["nok"]).setup()
+
+
+def test_a_folder_with_two_files_of_one_stem_names_the_folder_and_the_stems(tmp_path):
+    data = factory_export(tmp_path)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for p in data["nok"].glob("*.png"):
+        p.rename(masks / p.name)
+    # the defect folder is clean now; the defect-free one still holds the black masks
+    with pytest.raises(DataError) as info:
+        folder_dm(data["ok"], data["nok"], masks).setup()
+    message = str(info.value)
+    assert f"data.folders.normal={str(data['ok'])!r}" in message
+    assert "part_000.jpg + part_000.png" in message and "10 file stem(s)" in message
+    assert "data.image_ext=.jpg data.mask_ext=.png" in message
+
+
+def test_image_and_mask_extensions_tell_them_apart(tmp_path, caplog):
+    data = factory_export(tmp_path)
+    dm = folder_dm(data["ok"], data["nok"], data["nok"], image_ext=".jpg", mask_ext="png")
+    with caplog.at_level(logging.INFO, logger="defectsynth.data.datamodule"):
+        dm.setup()
+    # 10 defect-free images (1 held out for testing), 5 defective ones: not twice as many
+    assert dm.counts() == {"normal_train": 9, "defect_train": 4, "defect_test": 1, "normal_test": 1}
+    split = dm.split
+    every_image = [*split.normal_train, *split.normal_test]
+    every_image += [s.image for s in split.defect_train + split.defect_test]
+    assert {p.suffix for p in every_image} == {".jpg"}
+    samples = split.defect_train + split.defect_test
+    assert all(s.mask == s.image.with_suffix(".png") for s in samples)
+    line = next(r.getMessage() for r in caplog.records if "normal_train=9" in r.getMessage())
+    assert "10 file(s) in data.folders.normal not data.image_ext=['.jpg']" in line
+    assert "5 mask(s) beside the images in data.folders.defect" in line
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["mask"].sum() > 0
+
+
+def test_masks_with_a_suffix_in_the_image_folder_are_not_images(tmp_path, caplog):
+    data = factory_export(tmp_path)
+    for p in data["nok"].glob("*.png"):
+        p.rename(p.with_name(f"{p.stem}_mask.png"))
+    ok = tmp_path / "ok_only"
+    ok.mkdir()
+    for p in data["ok"].glob("*.jpg"):
+        p.rename(ok / p.name)
+    dm = folder_dm(ok, data["nok"], data["nok"], mask_suffix="_mask")
+    with caplog.at_level(logging.INFO, logger="defectsynth.data.datamodule"):
+        dm.setup()
+    assert dm.counts()["defect_train"] + dm.counts()["defect_test"] == N_NOK
+    assert all(s.mask.name == f"{s.image.stem}_mask.png" for s in dm.split.defect_train)
+    assert any("5 mask(s) beside the images" in r.getMessage() for r in caplog.records)
+
+
+def test_an_image_that_is_also_a_mask_stops(tmp_path):
+    data = factory_export(tmp_path)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for p in data["nok"].glob("*.png"):
+        p.rename(masks / p.name)
+    # the masks' folder given as the defect-free images by mistake
+    with pytest.raises(DataError, match=r"data.folders.normal=.*also masks of defect images"):
+        folder_dm(masks, data["nok"], masks).setup()
+
+
+def test_the_issues_command_line_stops_with_one_error_line(tmp_path, cache_dir):
+    data = factory_export(tmp_path / "data")
+    proc = run_script(
+        "train.py",
+        "experiment=smoke",
+        "data=folder",
+        f"data.folders.normal={data['ok']}",
+        f"data.folders.defect={data['nok']}",
+        f"data.folders.mask={data['nok']}",
+        "data.mask_suffix=''",
+        "data.image_size=16",
+        f"hydra.run.dir={tmp_path}/r",
+        cache_dir=cache_dir,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: " in proc.stderr and "data.image_ext" in proc.stderr
