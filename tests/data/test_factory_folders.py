@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from defectsynth.data.cache import ImageCache, decode_mask
 from defectsynth.data.datamodule import DefectDataModule
 from defectsynth.errors import ConfigError, DataError
 from tests.helpers import run_script, write_png
@@ -161,3 +162,75 @@ def test_the_issues_command_line_stops_with_one_error_line(tmp_path, cache_dir):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: " in proc.stderr and "data.image_ext" in proc.stderr
+
+
+# ------------------------------------------------------------------- thresholds by value range
+def square(size: int = 16) -> np.ndarray:
+    """Where the defect is: an 8x8 square with a one-pixel rim around it."""
+    inside = np.zeros((size, size), bool)
+    inside[4:12, 4:12] = True
+    return inside
+
+
+def rim() -> np.ndarray:
+    ring = np.zeros((16, 16), bool)
+    ring[3:13, 3:13] = True
+    return ring & ~square()
+
+
+def save(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_a_noise_only_mask_is_empty_not_a_full_image_defect(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 4, (16, 16), dtype=np.uint8)
+    assert noise.max() == 3
+    assert not decode_mask(save(tmp_path / "noise.png", noise), None).any()
+    rgb_noise = np.stack([noise, noise // 2, np.zeros_like(noise)], axis=-1)
+    assert not decode_mask(save(tmp_path / "rgb_noise.png", rgb_noise), None).any()
+    sixteen = (noise.astype(np.uint16) * 100).astype(np.uint16)  # max 300 of 65535
+    assert not decode_mask(save(tmp_path / "noise16.png", sixteen), None).any()
+
+
+def test_a_soft_edged_mask_is_cut_at_128(tmp_path):
+    soft = np.where(square(), 180, 0).astype(np.uint8)
+    soft[rim()] = 100  # anti-aliasing: above half of the peak (180), below half of the range
+    out = decode_mask(save(tmp_path / "soft.png", soft), None)
+    assert np.array_equal(out, square().astype(np.uint8))
+
+
+def test_a_0_1_mask_is_taken_as_it_is_in_8_and_16_bit(tmp_path):
+    for name, dtype in (("01.png", np.uint8), ("01_16.png", np.uint16)):
+        mask = square().astype(dtype)
+        out = decode_mask(save(tmp_path / name, mask), None)
+        assert np.array_equal(out, square().astype(np.uint8)), name
+
+
+def test_an_rgb_mask_uses_its_strongest_channel(tmp_path):
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[square()] = (0, 0, 150)  # a blue region, darker than full scale
+    rgb[rim()] = (90, 0, 0)  # a dim red rim: above half the peak, below 128
+    out = decode_mask(save(tmp_path / "rgb.png", rgb), None)
+    assert np.array_equal(out, square().astype(np.uint8))
+
+
+def test_a_16_bit_mask_is_cut_at_32768(tmp_path):
+    mask = np.where(square(), 40000, 0).astype(np.uint16)
+    mask[rim()] = 25000  # above half the peak, below half the 16-bit range
+    path = save(tmp_path / "m16.png", mask)
+    assert np.array_equal(decode_mask(path, None), square().astype(np.uint8))
+    # a 0/255 mask saved as 16-bit is empty by the rule; data.mask_threshold says otherwise
+    low = save(tmp_path / "low16.png", np.where(square(), 255, 0).astype(np.uint16))
+    assert not decode_mask(low, None).any()
+    assert np.array_equal(decode_mask(low, None, threshold=128), square().astype(np.uint8))
+
+
+def test_mask_threshold_overrides_the_rule_and_keys_the_cache(tmp_path):
+    labels = np.where(square(), 7, 0).astype(np.uint8)  # a label image: class 7 on 0
+    path = save(tmp_path / "labels.png", labels)
+    assert not ImageCache(tmp_path / "cache").mask(path, None).any()
+    override = ImageCache(tmp_path / "cache", mask_threshold=1).mask(path, None)
+    assert np.array_equal(override, square().astype(np.uint8))
+    with pytest.raises(ConfigError, match=r"data.mask_threshold=0"):
+        ImageCache(None, mask_threshold=0)

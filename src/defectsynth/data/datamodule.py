@@ -194,6 +194,7 @@ class DefectDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_images: bool = True,
         on_bad_file: str = "error",
+        mask_threshold: float | None = None,
         folders: dict | None = None,
         mask_suffix: str = "_mask",
         image_ext: str | list[str] | None = None,
@@ -244,7 +245,8 @@ class DefectDataModule(L.LightningDataModule):
         self.train_fraction, self.seed = train_fraction, seed
         self.augment_config = AugmentConfig(**(augment or {}))
         self.procedural_spec = dict(procedural_spec or {})
-        self.cache = ImageCache(cache_dir)
+        self.mask_threshold = mask_threshold
+        self.cache = ImageCache(cache_dir, mask_threshold)
         self.bad_files = BadFiles(on_bad_file)
         # data=folder: explicit folders instead of the MVTec layout
         self.folders = dict(folders) if folders else None
@@ -405,7 +407,9 @@ class DefectDataModule(L.LightningDataModule):
         else:  # reference-implementation behaviour, for benchmarks
             normal = DecodeOnAccess(split.normal_train, self.load_size, "image")
             defect = DecodeOnAccess([s.image for s in split.defect_train], self.load_size, "image")
-            mask = DecodeOnAccess([s.mask for s in split.defect_train], self.load_size, "mask")
+            mask = DecodeOnAccess(
+                [s.mask for s in split.defect_train], self.load_size, "mask", self.mask_threshold
+            )
         types = None
         if self.multi_type:
             types = [self.defect_types.index(s.defect) for s in split.defect_train]
@@ -430,7 +434,7 @@ class DefectDataModule(L.LightningDataModule):
             assert self.split is not None
             size = self.image_size
             if self.foreground_option:
-                self.foreground = load_foreground(self.foreground_option, size)
+                self.foreground = load_foreground(self.foreground_option, size, self.mask_threshold)
             else:
                 # an evenly spaced subset is as good an estimate and decodes far fewer files
                 paths = self.split.normal_train
@@ -472,7 +476,7 @@ class DefectDataModule(L.LightningDataModule):
         real training masks (with ``data.placement``'s transform settings), anything else is a
         folder of the user's masks (see :class:`Placement`)."""
         if option not in PLACEMENT_MODES:
-            return Placement(option, mask_suffix=mask_suffix)
+            return Placement(option, mask_suffix=mask_suffix, mask_threshold=self.mask_threshold)
         if self.split is None:
             self.setup()
         assert self.split is not None

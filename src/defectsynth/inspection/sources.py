@@ -26,6 +26,7 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectsynth.checkpoint import load_checkpoint
+from defectsynth.data.cache import read_mask
 from defectsynth.data.datamodule import DefectDataModule
 from defectsynth.data.mvtec import MVTecSplit
 from defectsynth.data.transforms import EvalTransform
@@ -313,9 +314,7 @@ def read_set(folder: Path, title: str) -> SyntheticSet:
     images = [read_png(folder / r["image"]) for r in rows]
     masks = None
     if all(r.get("mask") for r in rows):
-        masks = [
-            (read_png(folder / r["mask"], grayscale=True) > 127).astype(np.uint8) for r in rows
-        ]
+        masks = [read_mask(folder / r["mask"]) for r in rows]
     return SyntheticSet(title, folder, images, masks, [r.get("source", "") for r in rows], info)
 
 
