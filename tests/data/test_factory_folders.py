@@ -234,3 +234,41 @@ def test_mask_threshold_overrides_the_rule_and_keys_the_cache(tmp_path):
     assert np.array_equal(override, square().astype(np.uint8))
     with pytest.raises(ConfigError, match=r"data.mask_threshold=0"):
         ImageCache(None, mask_threshold=0)
+
+
+# ------------------------------------------------------------------------------- empty masks
+def with_empty_masks(tmp_path: Path) -> dict[str, Path]:
+    """The export with its image extensions told apart, and two defective images whose masks
+    mark nothing: one all black, one holding JPEG-like noise (max 3)."""
+    data = factory_export(tmp_path)
+    write_png(data["nok"] / "fail_000.png", np.zeros((22, 24), np.uint8))
+    noise = np.random.default_rng(1).integers(0, 4, (22, 24), dtype=np.uint8)
+    write_png(data["nok"] / "fail_001.png", noise)
+    return data
+
+
+def test_an_empty_mask_stops_naming_the_file_and_the_option(tmp_path):
+    data = with_empty_masks(tmp_path)
+    dm = folder_dm(data["ok"], data["nok"], data["nok"], image_ext=".jpg", mask_ext=".png")
+    with pytest.raises(DataError) as info:
+        dm.setup()
+    message = str(info.value)
+    assert "fail_000.png" in message and "no foreground pixel" in message
+    assert "data.on_bad_file=skip" in message
+
+
+def test_empty_and_noise_only_masks_are_skipped_with_a_warning(tmp_path, caplog):
+    data = with_empty_masks(tmp_path)
+    dm = folder_dm(
+        data["ok"], data["nok"], data["nok"], image_ext=".jpg", mask_ext=".png", on_bad_file="skip"
+    )
+    with caplog.at_level(logging.INFO, logger="defectsynth"):
+        dm.setup()
+    skipped = sorted(Path(path).name for path, _ in dm.bad_files.skipped)
+    assert skipped == ["fail_000.jpg", "fail_001.jpg"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("fail_001.png" in w and "largest value 3" in w for w in warnings)
+    used = {s.image.name for s in dm.split.defect_train + dm.split.defect_test}
+    assert used == {"fail_002.jpg", "fail_003.jpg", "fail_004.jpg"}
+    assert all(dm.cache.mask(s.mask, dm.load_size).any() for s in dm.split.defect_train)
+    assert any("2 bad file(s) skipped" in r.getMessage() for r in caplog.records)

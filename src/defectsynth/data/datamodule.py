@@ -22,7 +22,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from defectsynth.data import procedural
-from defectsynth.data.cache import DecodeOnAccess, ImageCache, image_size
+from defectsynth.data.cache import (
+    DecodeOnAccess,
+    ImageCache,
+    describe_mask,
+    image_size,
+    read_mask,
+)
 from defectsynth.data.mvtec import (
     BadFiles,
     DefectSample,
@@ -328,11 +334,31 @@ class DefectDataModule(L.LightningDataModule):
                     f"{sample.image} is {image_wh[0]}x{image_wh[1]}; expected equal sizes."
                 )
             self.cache.image(sample.image, size)
-            self.cache.mask(sample.mask, size)
+            if not self.cache.mask(sample.mask, size).any():
+                self._check_not_empty(sample, size)
             return True
         except DataError as err:
             self.bad_files.handle(sample.image, err)
             return False
+
+    def _check_not_empty(self, sample: DefectSample, size: int) -> None:
+        """A defect image whose mask marks nothing is no defect example: D_C must never learn
+        "defective" from an empty mask. (A region that only vanishes when the mask is
+        downscaled is kept, with a warning: the file itself is right.)"""
+        if read_mask(sample.mask, self.mask_threshold).any():
+            log.warning(
+                "the defect of mask %s vanishes at %d px (nearest-neighbour downscale); its "
+                "image trains with an empty mask",
+                sample.mask,
+                size,
+            )
+            return
+        raise DataError(
+            f"mask {sample.mask} of defect image {sample.image} has no foreground pixel "
+            f"({describe_mask(sample.mask, self.mask_threshold)}), so the image is no defect "
+            "example. Fix the mask, set data.mask_threshold if the defect is stored with lower "
+            "values, or data.on_bad_file=skip to leave the image out."
+        )
 
     def _validated(self, split: MVTecSplit) -> MVTecSplit:
         """Decode every file once, now, in this process: a bad file fails here with its name
