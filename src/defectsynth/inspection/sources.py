@@ -436,6 +436,7 @@ def composite_set(made: SyntheticSet, product: Product, out: Path) -> SyntheticS
         )
     size, cache = product.base_size, product.datamodule.cache
     layout = SynthesisLayout(out, product.category, product.defect)
+    layout.check_writable()
     written = []
     for row in rows:
         index = int(row["index"])
