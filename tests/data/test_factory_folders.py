@@ -272,3 +272,14 @@ def test_empty_and_noise_only_masks_are_skipped_with_a_warning(tmp_path, caplog)
     assert used == {"fail_002.jpg", "fail_003.jpg", "fail_004.jpg"}
     assert all(dm.cache.mask(s.mask, dm.load_size).any() for s in dm.split.defect_train)
     assert any("2 bad file(s) skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_generate_input_folder_follows_the_same_rule(tmp_path):
+    from defectsynth.generation import folder_sources
+
+    data = factory_export(tmp_path)
+    cache = ImageCache(None)
+    with pytest.raises(DataError, match=r"input=.*part_000.jpg \+ part_000.png.*data.image_ext"):
+        folder_sources(data["ok"], 16, cache)
+    images, names = folder_sources(data["ok"], 16, cache, image_ext=".jpg")
+    assert images.shape == (N_OK, 3, 16, 16) and all(n.endswith(".jpg") for n in names)

@@ -297,7 +297,7 @@ def _same_stem_files(files: Sequence[Path]) -> dict[str, list[Path]]:
     return {stem: group for stem, group in by_stem.items() if len(group) > 1}
 
 
-def _folder_images(
+def folder_images(
     option: str, folder: Path, image_ext: frozenset[str] | None, bad: BadFiles
 ) -> tuple[list[Path], list[Path]]:
     """The images of a user folder and the image files left out (not ``data.image_ext``).
@@ -372,7 +372,7 @@ def index_folders(
         **({"data.folders.normal_test": Path(normal_test)} if normal_test is not None else {}),
     }
     listed = {
-        option: _folder_images(option, folder, images_ext, bad)
+        option: folder_images(option, folder, images_ext, bad)
         for option, folder in image_folders.items()
     }
     # after the listing: a same-stem collision names the stems, which says more
