@@ -118,6 +118,18 @@ def test_image_and_mask_extensions_tell_them_apart(tmp_path, caplog):
     assert batch["mask"].sum() > 0
 
 
+def test_one_folder_spelt_two_ways_is_still_one_folder(tmp_path):
+    data = factory_export(tmp_path)
+    ok = only_jpgs(data["ok"], tmp_path / "ok_jpg")
+    for p in data["nok"].glob("*.png"):
+        p.unlink()
+    # no masks at all: an image must not be found as its own mask via another spelling
+    other = data["nok"].parent / ".." / "nok" / "Imgs"
+    dm = folder_dm(ok, data["nok"], other, image_ext=".jpg")
+    with pytest.raises(DataError, match=r"fail_000.jpg has no mask"):
+        dm.setup()
+
+
 def test_masks_with_a_suffix_in_the_image_folder_are_not_images(tmp_path, caplog):
     data = factory_export(tmp_path)
     for p in data["nok"].glob("*.png"):

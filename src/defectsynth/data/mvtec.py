@@ -270,13 +270,14 @@ def find_mask(
     exclude: frozenset[Path] = frozenset(),
 ) -> Path | None:
     """The mask of ``image`` in ``folder``: same stem plus ``suffix``, any image extension (or
-    one of ``extensions``); a file of ``exclude`` (the images) is never taken as a mask."""
+    one of ``extensions``); a file of ``exclude`` (resolved paths of images) is never taken as a
+    mask."""
     allowed = IMAGE_SUFFIXES if extensions is None else frozenset(extensions)
     for extension in (".png", *sorted(IMAGE_SUFFIXES - {".png"})):
         if extension not in allowed:
             continue
         candidate = folder / f"{image.stem}{suffix}{extension}"
-        if candidate.is_file() and candidate not in exclude:
+        if candidate.is_file() and candidate.resolve() not in exclude:
             return candidate
     return None
 
@@ -386,21 +387,24 @@ def index_folders(
 
     defect_images, _ = listed["data.folders.defect"]
     found_masks = {
-        image: find_mask(mask_dir, image, mask_suffix, masks_ext, exclude=frozenset({image}))
+        image: find_mask(
+            mask_dir, image, mask_suffix, masks_ext, exclude=frozenset({image.resolve()})
+        )
         for image in defect_images
     }
-    masks = frozenset(m for m in found_masks.values() if m is not None)
+    # resolved: the same folder may be spelt two ways (a relative path, a symbolic link)
+    masks = frozenset(m.resolve() for m in found_masks.values() if m is not None)
     ignored: list[str] = []
     # a defect image that is another's mask (``001.png`` beside ``001_mask.png`` in one folder
     # with data.mask_suffix=_mask) is a mask, not an image
-    beside = [p for p in defect_images if p in masks]
+    beside = [p for p in defect_images if p.resolve() in masks]
     if beside:
         ignored.append(
             f"{len(beside)} mask(s) beside the images in data.folders.defect "
             f"(data.mask_suffix={mask_suffix!r})"
         )
     for option, (images, left_out) in listed.items():
-        as_masks = sum(1 for p in left_out if p in masks)
+        as_masks = sum(1 for p in left_out if p.resolve() in masks)
         other = len(left_out) - as_masks
         if as_masks:
             ignored.append(f"{as_masks} mask(s) beside the images in {option}")
@@ -408,7 +412,8 @@ def index_folders(
             ignored.append(
                 f"{other} file(s) in {option} not data.image_ext={sorted(images_ext or ())}"
             )
-        stray = sorted(p.name for p in images if p in masks and option != "data.folders.defect")
+        stray = [p.name for p in images if p.resolve() in masks]
+        stray = stray if option != "data.folders.defect" else []
         if stray:
             raise DataError(
                 f"{option}={str(image_folders[option])!r} holds files that are also masks of "
@@ -430,7 +435,7 @@ def index_folders(
         raise DataError(f"no defect-free images in data.folders.normal={str(normal)!r}.")
     samples = []
     for image in defect_images:
-        if image in masks:
+        if image.resolve() in masks:
             continue
         found = found_masks[image]
         if found is not None:
