@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from PIL import Image
 
 from defectsynth import synthesis
 from defectsynth.checkpoint import CheckpointError, load_checkpoint
-from defectsynth.errors import ConfigError
+from defectsynth.errors import ConfigError, DataError
 from defectsynth.synthesis import (
     SynthesisLayout,
     flip,
@@ -15,6 +16,7 @@ from defectsynth.synthesis import (
     plan_jobs,
     read_manifest,
     synthesize,
+    write_info,
 )
 
 
@@ -66,7 +68,7 @@ def test_writes_the_mvtec_layout_with_binary_and_soft_masks(tmp_path):
     assert images == [f"{i:03d}.png" for i in range(6)]
     assert masks == [f"{i:03d}_mask.png" for i in range(6)]
     mask = np.asarray(Image.open(tmp_path / "tile/ground_truth/crack_synthetic/000_mask.png"))
-    soft = np.asarray(Image.open(tmp_path / "tile/soft_mask/crack_synthetic/000_soft.png"))
+    soft = np.asarray(Image.open(tmp_path / "soft_mask/tile/crack_synthetic/000_soft.png"))
     assert set(np.unique(mask)) == {0, 255} and set(np.unique(soft)) == {0, 230}
     assert Image.open(tmp_path / "tile/test/crack_synthetic/000.png").mode == "RGB"
     manifest = read_manifest(tmp_path)
@@ -210,3 +212,58 @@ def test_a_chosen_type_and_a_bad_one(tmp_path):
 def test_controls_for_a_model_that_takes_none_are_an_error(tmp_path):
     with pytest.raises(ConfigError, match="controllable"):
         run(tmp_path, placement="random")
+
+
+# ----------------------------------------------------------------------- MVTec AD as written
+def images_below(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png"))
+
+
+def test_the_category_folder_holds_only_samples_and_their_ground_truth(tmp_path):
+    # anomaly-detection readers take every image below <out>/<category> as a sample
+    run(tmp_path / "plain", n_per_image=2)
+    below = images_below(tmp_path / "plain" / "tile")
+    assert below == sorted(
+        [f"test/crack_synthetic/{i:03d}.png" for i in range(6)]
+        + [f"ground_truth/crack_synthetic/{i:03d}_mask.png" for i in range(6)]
+    )
+    for row in read_manifest(tmp_path / "plain"):
+        assert (
+            row["soft_mask"] == f"soft_mask/tile/crack_synthetic/{int(row['index']):03d}_soft.png"
+        )
+        assert (tmp_path / "plain" / row["soft_mask"]).is_file()
+    run_control(tmp_path / "control", n_per_image=2)
+    assert all(
+        p.startswith(("test/", "ground_truth/"))
+        for p in images_below(tmp_path / "control" / "tile")
+    )
+    for row in read_manifest(tmp_path / "control"):
+        assert row["requested_mask"].startswith("requested_mask/tile/crack_synthetic/")
+        assert (tmp_path / "control" / row["requested_mask"]).is_file()
+
+
+def old_layout(folder: Path) -> Path:
+    """A folder as generate.py wrote it before: soft masks inside the category folder."""
+    run(folder, n_per_image=2)
+    write_info(SynthesisLayout(folder, "tile", "crack"), {"image_size": 8})
+    (folder / "tile" / "soft_mask").mkdir()
+    (folder / "soft_mask" / "tile" / "crack_synthetic").rename(
+        folder / "tile" / "soft_mask" / "crack_synthetic"
+    )
+    manifest = folder / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace("soft_mask/tile/", "tile/soft_mask/"))
+    return folder
+
+
+def test_an_old_layout_folder_is_still_read_but_not_written_into(tmp_path):
+    from defectsynth.data.cache import ImageCache
+    from defectsynth.evaluation import load_samples
+    from defectsynth.inspection.sources import read_set
+
+    folder = old_layout(tmp_path / "old")
+    samples = load_samples(folder, ImageCache(None))
+    assert samples.masks is not None and samples.masks.shape == (6, 1, 8, 8)
+    assert float(samples.masks.max()) == pytest.approx(230 / 255)
+    assert len(read_set(folder, "old").images) == 6
+    with pytest.raises(DataError, match=r"older version.*tile/soft_mask.*new out= folder"):
+        run(folder, n_per_image=2, skip_existing=True)

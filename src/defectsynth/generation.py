@@ -17,7 +17,7 @@ from PIL import Image
 from defectsynth import config as _config  # noqa: F401  (registers resolvers)
 from defectsynth.data.cache import ImageCache
 from defectsynth.data.datamodule import DefectDataModule
-from defectsynth.data.mvtec import list_images
+from defectsynth.data.mvtec import BadFiles, folder_images, image_extensions
 from defectsynth.data.transforms import EvalTransform
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.synthesis import (
@@ -54,8 +54,16 @@ def datamodule_from(
     return DefectDataModule(**{k: v for k, v in options.items() if k in accepted})
 
 
-def folder_sources(folder: Path, image_size: int, cache: ImageCache) -> tuple[torch.Tensor, list]:
-    paths = list_images(Path(folder))
+def folder_sources(
+    folder: Path,
+    image_size: int,
+    cache: ImageCache,
+    image_ext: str | list[str] | None = None,
+) -> tuple[torch.Tensor, list]:
+    """The images of ``input=<folder>``, told apart from masks beside them as in training
+    (``data.image_ext``; without it, two image files of one stem are an error)."""
+    extensions = image_extensions(image_ext, "data.image_ext")
+    paths, _ = folder_images("input", Path(folder), extensions, BadFiles())
     if not paths:
         raise DataError(f"input={str(folder)!r} holds no images (png, jpg, bmp, tif).")
     transform = EvalTransform(image_size)
@@ -145,7 +153,9 @@ def run_synthesis(cfg: DictConfig, out: Path) -> dict[str, Any]:
     data_overrides = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = datamodule_from(checkpoint, data_overrides, cfg.paths.cache_dir)
     if cfg.get("input"):
-        sources, names = folder_sources(Path(cfg.input), datamodule.image_size, datamodule.cache)
+        sources, names = folder_sources(
+            Path(cfg.input), datamodule.image_size, datamodule.cache, datamodule.image_ext
+        )
     else:
         sources, names = split_sources(datamodule, cfg.source)
 

@@ -2,10 +2,15 @@
 
     <out>/<category>/test/<defect>_synthetic/NNN.png           synthetic defective images
     <out>/<category>/ground_truth/<defect>_synthetic/NNN_mask.png  binary masks (0/255)
-    <out>/<category>/soft_mask/<defect>_synthetic/NNN_soft.png     sigmoid masks (8-bit)
+    <out>/soft_mask/<category>/<defect>_synthetic/NNN_soft.png     sigmoid masks (8-bit)
     <out>/manifest.csv     one row per image: source, variant, seed, files, mask area
     <out>/synthesis.json   checkpoint, model, data options, threshold (read by evaluate.py)
     <out>/grid.png         source | synthetic | soft mask | overlay for the first rows
+
+``<out>/<category>`` is a valid MVTec AD category as written (anomaly-detection readers such as
+anomalib's take every image below it as a sample): whatever is not a sample or its ground truth
+lives outside it. Folders written before (soft masks in ``<out>/<category>/soft_mask``) are
+still read through their manifest, but not written into.
 
 Every PNG is written to a temporary name and renamed; the image is written last, so an
 interrupted run leaves no partial file and ``skip_existing`` resumes where it stopped.
@@ -18,7 +23,7 @@ A controllable model (``is_controllable``, model=defect_gan_control) makes any n
 per source, item i with the noise code of seed ``seed + i``, a requested mask (from a
 ``Placement``, or the model's stored training masks) and a defect type; these go to
 
-    <out>/<category>/requested_mask/<defect>_synthetic/NNN_requested.png
+    <out>/requested_mask/<category>/<defect>_synthetic/NNN_requested.png
 
 and to the manifest's extra columns (requested mask, defect type, placement, IoU of the
 generated mask with the request).
@@ -58,6 +63,9 @@ MANIFEST_FIELDS = ("index", "source", "variant", "seed", "image", "mask", "soft_
 CONTROL_FIELDS = ("requested_mask", "defect_type", "placement", "request_iou")
 # the variant of a controllable model's items: no flip, the code makes the variety
 CODE_VARIANT = "code"
+# folders of <out> beside (never inside) the MVTec category folder
+SOFT_MASKS = "soft_mask"
+REQUESTED_MASKS = "requested_mask"
 
 
 class Synthesizer(Protocol):
@@ -143,12 +151,34 @@ class SynthesisLayout:
 
     @property
     def soft_dir(self) -> Path:
-        return self.out / self.category / "soft_mask" / self.folder
+        return self.out / SOFT_MASKS / self.category / self.folder
 
     def requested_file(self, index: int) -> Path:
-        return (
-            self.out / self.category / "requested_mask" / self.folder / f"{index:03d}_requested.png"
-        )
+        folder = self.out / REQUESTED_MASKS / self.category / self.folder
+        return folder / f"{index:03d}_requested.png"
+
+    def legacy_dirs(self) -> list[Path]:
+        """Folders of the layout before masks moved out of the category tree."""
+        return [
+            self.out / self.category / name
+            for name in (SOFT_MASKS, REQUESTED_MASKS)
+            if (self.out / self.category / name).is_dir()
+        ]
+
+    def check_writable(self) -> None:
+        """Refuse to add to a folder of the old layout: its category would hold the masks of
+        both layouts, and anomaly-detection readers take every image below it as a sample."""
+        legacy = self.legacy_dirs()
+        if legacy:
+            names = ", ".join(str(p.relative_to(self.out)) for p in legacy)
+            raise DataError(
+                f"out={str(self.out)!r} was written by an older version: it keeps {names} "
+                f"inside the category folder (now {SOFT_MASKS}/<category>/ and "
+                f"{REQUESTED_MASKS}/<category>/ beside it). It can still be read (samples=), "
+                "but not added to: write to a new out= folder, or move those folders to "
+                f"<out>/{SOFT_MASKS}/{self.category}/ and <out>/{REQUESTED_MASKS}/"
+                f"{self.category}/ and fix their paths in manifest.csv."
+            )
 
     def files(self, index: int) -> tuple[Path, Path, Path]:
         stem = f"{index:03d}"
@@ -334,6 +364,7 @@ def synthesize(
         raise ValueError("one name per source image is needed")
     if len(sources) == 0:
         raise DataError("there are no source images to translate")
+    layout.check_writable()
     device = torch.device(device)
     latent, control = is_latent(model), is_controllable(model)
     controls: Controls | None = None

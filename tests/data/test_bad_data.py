@@ -151,7 +151,7 @@ def mixed_sizes(root: Path) -> None:
 def soft_and_01_masks(root: Path) -> None:
     soft = np.zeros((24, 24), np.uint8)
     soft[4:12, 4:12] = 180
-    soft[3, 3:13] = 60  # an anti-aliased rim below half the peak
+    soft[3, 3:13] = 60  # an anti-aliased rim below 128
     write_png(root / MASKS / "000_mask.png", soft)
     write_png(
         root / MASKS / "001_mask.png",
@@ -218,7 +218,7 @@ def test_conversions_are_the_documented_ones(tmp_path):
     assert sixteen.shape == (16, 16, 3) and int(sixteen[0, 0, 0]) == round(40000 / 65535 * 255)
     assert int(dm.cache.image(root / GOOD / "001.png", 16)[0, 0, 0]) == 200  # alpha dropped
     soft = dm.cache.mask(root / MASKS / "000_mask.png", None)
-    assert soft[3, 5] == 0 and soft[5, 5] == 1  # threshold at half the peak
+    assert soft[3, 5] == 0 and soft[5, 5] == 1  # 8-bit: foreground from 128
 
 
 def test_mixed_sizes_with_one_shared_draw(tmp_path):

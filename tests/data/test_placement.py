@@ -248,12 +248,16 @@ def test_user_foreground_is_validated_and_resized(tmp_path: Path) -> None:
     good[10:30, 10:30] = 255
     fg = load_foreground(write_mask(tmp_path / "fg.png", good), 20)
     assert fg.mask.shape == (20, 20) and fg.mask.sum() == 100 and fg.source.endswith("fg.png")
+    # grey levels are binarised as every user mask is: 8-bit from 128
     grey = good.copy()
-    grey[0, 0] = 128
-    with pytest.raises(DataError, match=r"grey.png is not a binary mask"):
-        load_foreground(write_mask(tmp_path / "grey.png", grey), 20)
+    grey[10:30, 8:10] = 127
+    grey[10:30, 30:32] = 128
+    fg = load_foreground(write_mask(tmp_path / "grey.png", grey), 40)
+    assert np.array_equal(fg.mask, (grey >= 128).astype(np.uint8))
     with pytest.raises(DataError, match=r"empty.png is empty"):
         load_foreground(write_mask(tmp_path / "empty.png", np.zeros((8, 8), np.uint8)), 20)
+    with pytest.raises(DataError, match=r"noise.png is empty.*largest value 3"):
+        load_foreground(write_mask(tmp_path / "noise.png", np.full((8, 8), 3, np.uint8)), 20)
     with pytest.raises(ConfigError, match=r"data.foreground='.*missing.png' does not exist"):
         load_foreground(tmp_path / "missing.png", 20)
     (tmp_path / "broken.png").write_bytes(b"not a png")
@@ -317,8 +321,8 @@ def test_folder_placement_names_the_bad_file(tmp_path: Path) -> None:
     write_mask(tmp_path / "m" / "ok.png", good)
     soft = cv2.GaussianBlur(good, (3, 3), 1)
     write_mask(tmp_path / "m" / "soft.png", soft)
-    with pytest.raises(DataError, match=r"soft.png is not a binary mask"):
-        Placement(str(tmp_path / "m"))
+    placement = Placement(str(tmp_path / "m"))  # soft edges: binarised from 128
+    assert np.array_equal(placement.user_masks[tmp_path / "m" / "soft.png"], soft >= 128)
     (tmp_path / "m" / "soft.png").unlink()
     write_mask(tmp_path / "m" / "blank.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match=r"blank.png is empty"):

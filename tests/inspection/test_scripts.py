@@ -229,7 +229,7 @@ def test_composite_keeps_the_source_outside_the_soft_mask(tiny_ckpt, cache_dir, 
 
 
 def folder_of(made) -> Path:
-    return made.folder / "widget" / "soft_mask" / "scratch_synthetic"
+    return made.folder / "soft_mask" / "widget" / "scratch_synthetic"
 
 
 def test_two_seeds_are_pooled_into_one_confusion_matrix(tiny_ckpt, cache_dir, tmp_path):

@@ -73,44 +73,108 @@ def decode_image(path: Path, shorter_side: int | None) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image))
 
 
-def decode_mask(path: Path, shorter_side: int | None) -> np.ndarray:
-    """HxW uint8 in {0, 1}: resized with nearest neighbour, then thresholded at half its peak
-    (masks stored as 0/255, 0/1 or with soft edges all become binary)."""
-    array = _to_uint8(_open(path))
-    if array.ndim == 3:
-        array = array.max(axis=2)
-    image = Image.fromarray(array)
+# a mask's foreground by its value range: 0/1 masks as they are, 8-bit from 128, 16-bit from
+# 32768. Half of the file's own maximum (the old rule) made a noise-only mask (max 3) a
+# full-image defect; the range does not depend on what the file happens to contain.
+MASK_THRESHOLDS = {8: 128, 16: 32768}
+# bumped when the rule above changes, so no mask binarised by an older rule is served
+MASK_RULE = 2
+
+
+def mask_values(image: Image.Image) -> tuple[np.ndarray, int]:
+    """HxW values of a mask as stored (the largest channel of a colour mask) and the bit depth
+    (8 or 16) of their range. A float image in [0, 1] is scaled to 0..255."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image).astype(np.int64)
+        # a 32-bit integer image (older Pillow reads 16-bit PNG so) is 16-bit when it uses it
+        depth = 16 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 8
+        return values, depth
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        return values * 255.0 if values.max(initial=0) <= 1.0 else values, 8
+    if image.mode in ("1", "L"):
+        return np.asarray(image.convert("L")), 8
+    return np.asarray(image.convert("RGB")).max(axis=2), 8
+
+
+def mask_threshold(values: np.ndarray, depth: int, threshold: float | None = None) -> float:
+    """The value from which a pixel is foreground: ``threshold`` when given (the
+    ``data.mask_threshold`` option), 1 for a 0/1 mask, else by the bit depth."""
+    if threshold is not None:
+        return float(threshold)
+    if values.max(initial=0) <= 1:
+        return 1.0
+    return float(MASK_THRESHOLDS[depth])
+
+
+def check_mask_threshold(threshold: float | None) -> float | None:
+    if threshold is not None and not float(threshold) > 0:
+        raise ConfigError(
+            f"data.mask_threshold={threshold!r}; expected a value > 0 (a pixel whose stored "
+            "value is at least this is foreground), or null for the value-range rule (0/1 "
+            "masks as they are, 8-bit from 128, 16-bit from 32768)."
+        )
+    return None if threshold is None else float(threshold)
+
+
+def read_mask(path: Path, threshold: float | None = None) -> np.ndarray:
+    """HxW uint8 in {0, 1} at the file's size: every mask a user gives is binarised here."""
+    values, depth = mask_values(_open(path))
+    return (values >= mask_threshold(values, depth, threshold)).astype(np.uint8)
+
+
+def describe_mask(path: Path, threshold: float | None = None) -> str:
+    """The values of a mask file and the threshold applied, for messages about it."""
+    values, depth = mask_values(_open(path))
+    used = mask_threshold(values, depth, threshold)
+    rule = "data.mask_threshold" if threshold is not None else f"the {depth}-bit rule"
+    peak = values.max(initial=0)
+    return f"largest value {peak:g}, foreground from {used:g} ({rule})"
+
+
+def decode_mask(path: Path, shorter_side: int | None, threshold: float | None = None) -> np.ndarray:
+    """HxW uint8 in {0, 1}: binarised by :func:`read_mask` (0/1 as is, 8-bit from 128, 16-bit
+    from 32768, or from ``threshold``), then resized with nearest neighbour."""
+    image = Image.fromarray(read_mask(path, threshold))
     if shorter_side is not None:
         image = image.resize(_resized_shape(*image.size, shorter_side), Image.Resampling.NEAREST)
-    array = np.asarray(image)
-    peak = int(array.max())
-    if peak == 0:
-        return np.zeros(array.shape, np.uint8)
-    return (array.astype(np.uint16) * 2 >= peak).astype(np.uint8)
+    return np.array(image)  # a writable copy, as the training transforms expect
 
 
 class DecodeOnAccess(Sequence[np.ndarray]):
     """Decode and resize on every access, as the reference implementations do. Only for
     benchmarks (``data.cache_images=false``): it costs milliseconds per image and step."""
 
-    def __init__(self, paths: Sequence[Path], shorter_side: int | None, kind: str) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        shorter_side: int | None,
+        kind: str,
+        mask_threshold: float | None = None,
+    ) -> None:
         self.paths, self.shorter_side = list(paths), shorter_side
-        self.decode = decode_image if kind == "image" else decode_mask
+        self.kind, self.mask_threshold = kind, mask_threshold
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
-        return self.decode(self.paths[index], self.shorter_side)
+        if self.kind == "image":
+            return decode_image(self.paths[index], self.shorter_side)
+        return decode_mask(self.paths[index], self.shorter_side, self.mask_threshold)
 
 
 class ImageCache:
-    """Decoded, resized arrays by (file, size): memory first, then disk, then decode."""
+    """Decoded, resized arrays by (file, size): memory first, then disk, then decode. Masks
+    are binarised with ``mask_threshold`` (None: by their value range, see ``read_mask``)."""
 
-    def __init__(self, cache_dir: Path | str | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path | str | None = None, mask_threshold: float | None = None
+    ) -> None:
         if cache_dir is not None and "${" in str(cache_dir):
             raise ConfigError(f"paths.cache_dir={str(cache_dir)!r} is an unresolved interpolation")
         self.cache_dir = Path(cache_dir) / "images" if cache_dir is not None else None
+        self.mask_threshold = check_mask_threshold(mask_threshold)
         self._memory: dict[tuple[str, str, int | None], np.ndarray] = {}
 
     def image(self, path: Path, shorter_side: int | None) -> np.ndarray:
@@ -128,6 +192,8 @@ class ImageCache:
             f"{CACHE_VERSION}|{kind}|{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|"
             f"{shorter_side}"
         )
+        if kind == "mask":  # image keys stay as they were: their cached arrays are still valid
+            ident += f"|rule{MASK_RULE}|{self.mask_threshold}"
         return hashlib.sha1(ident.encode()).hexdigest()
 
     def _get(self, kind: str, path: Path, shorter_side: int | None) -> np.ndarray:
@@ -139,7 +205,11 @@ class ImageCache:
         return array
 
     def _from_disk(self, kind: str, path: Path, shorter_side: int | None) -> np.ndarray:
-        decode = decode_image if kind == "image" else decode_mask
+        def decode(path: Path, shorter_side: int | None) -> np.ndarray:
+            if kind == "image":
+                return decode_image(path, shorter_side)
+            return decode_mask(path, shorter_side, self.mask_threshold)
+
         if self.cache_dir is None:
             return decode(path, shorter_side)
         file = self.cache_dir / f"{self._key(kind, path, shorter_side)}.npy"

@@ -22,7 +22,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from defectsynth.data import procedural
-from defectsynth.data.cache import DecodeOnAccess, ImageCache, image_size
+from defectsynth.data.cache import (
+    DecodeOnAccess,
+    ImageCache,
+    describe_mask,
+    image_size,
+    read_mask,
+)
 from defectsynth.data.mvtec import (
     BadFiles,
     DefectSample,
@@ -194,8 +200,11 @@ class DefectDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_images: bool = True,
         on_bad_file: str = "error",
+        mask_threshold: float | None = None,
         folders: dict | None = None,
         mask_suffix: str = "_mask",
+        image_ext: str | list[str] | None = None,
+        mask_ext: str | list[str] | None = None,
         requested_masks: bool = False,
         placement: dict | None = None,
         foreground: str | None = None,
@@ -242,11 +251,13 @@ class DefectDataModule(L.LightningDataModule):
         self.train_fraction, self.seed = train_fraction, seed
         self.augment_config = AugmentConfig(**(augment or {}))
         self.procedural_spec = dict(procedural_spec or {})
-        self.cache = ImageCache(cache_dir)
+        self.mask_threshold = mask_threshold
+        self.cache = ImageCache(cache_dir, mask_threshold)
         self.bad_files = BadFiles(on_bad_file)
         # data=folder: explicit folders instead of the MVTec layout
         self.folders = dict(folders) if folders else None
         self.mask_suffix = mask_suffix
+        self.image_ext, self.mask_ext = image_ext, mask_ext
         self.cache_dir = cache_dir
         self.split: MVTecSplit | None = None
         self.train_set: UnpairedDataset | None = None
@@ -323,11 +334,31 @@ class DefectDataModule(L.LightningDataModule):
                     f"{sample.image} is {image_wh[0]}x{image_wh[1]}; expected equal sizes."
                 )
             self.cache.image(sample.image, size)
-            self.cache.mask(sample.mask, size)
+            if not self.cache.mask(sample.mask, size).any():
+                self._check_not_empty(sample, size)
             return True
         except DataError as err:
             self.bad_files.handle(sample.image, err)
             return False
+
+    def _check_not_empty(self, sample: DefectSample, size: int) -> None:
+        """A defect image whose mask marks nothing is no defect example: D_C must never learn
+        "defective" from an empty mask. (A region that only vanishes when the mask is
+        downscaled is kept, with a warning: the file itself is right.)"""
+        if read_mask(sample.mask, self.mask_threshold).any():
+            log.warning(
+                "the defect of mask %s vanishes at %d px (nearest-neighbour downscale); its "
+                "image trains with an empty mask",
+                sample.mask,
+                size,
+            )
+            return
+        raise DataError(
+            f"mask {sample.mask} of defect image {sample.image} has no foreground pixel "
+            f"({describe_mask(sample.mask, self.mask_threshold)}), so the image is no defect "
+            "example. Fix the mask, set data.mask_threshold if the defect is stored with lower "
+            "values, or data.on_bad_file=skip to leave the image out."
+        )
 
     def _validated(self, split: MVTecSplit) -> MVTecSplit:
         """Decode every file once, now, in this process: a bad file fails here with its name
@@ -367,6 +398,8 @@ class DefectDataModule(L.LightningDataModule):
                 mask_suffix=self.mask_suffix,
                 train_fraction=self.train_fraction,
                 bad=self.bad_files,
+                image_ext=self.image_ext,
+                mask_ext=self.mask_ext,
             )
         elif self.multi_type:
             split = index_defect_types(
@@ -382,15 +415,16 @@ class DefectDataModule(L.LightningDataModule):
             )
         self.split = split = self._validated(split)
         counts = split.counts()
+        notes = list(split.ignored)
+        if self.bad_files.skipped:
+            notes.append(f"{len(self.bad_files.skipped)} bad file(s) skipped")
         log.info(
             "data %s/%s from %s: %s%s",
             split.category,
             split.defect,
             split.root,
             ", ".join(f"{k}={v}" for k, v in counts.items()),
-            f" ({len(self.bad_files.skipped)} bad file(s) skipped)"
-            if self.bad_files.skipped
-            else "",
+            f" (ignored: {'; '.join(notes)})" if notes else "",
         )
         if self.cache_images:
             normal = [self.cache.image(p, self.load_size) for p in split.normal_train]
@@ -399,7 +433,9 @@ class DefectDataModule(L.LightningDataModule):
         else:  # reference-implementation behaviour, for benchmarks
             normal = DecodeOnAccess(split.normal_train, self.load_size, "image")
             defect = DecodeOnAccess([s.image for s in split.defect_train], self.load_size, "image")
-            mask = DecodeOnAccess([s.mask for s in split.defect_train], self.load_size, "mask")
+            mask = DecodeOnAccess(
+                [s.mask for s in split.defect_train], self.load_size, "mask", self.mask_threshold
+            )
         types = None
         if self.multi_type:
             types = [self.defect_types.index(s.defect) for s in split.defect_train]
@@ -424,7 +460,7 @@ class DefectDataModule(L.LightningDataModule):
             assert self.split is not None
             size = self.image_size
             if self.foreground_option:
-                self.foreground = load_foreground(self.foreground_option, size)
+                self.foreground = load_foreground(self.foreground_option, size, self.mask_threshold)
             else:
                 # an evenly spaced subset is as good an estimate and decodes far fewer files
                 paths = self.split.normal_train
@@ -466,7 +502,7 @@ class DefectDataModule(L.LightningDataModule):
         real training masks (with ``data.placement``'s transform settings), anything else is a
         folder of the user's masks (see :class:`Placement`)."""
         if option not in PLACEMENT_MODES:
-            return Placement(option, mask_suffix=mask_suffix)
+            return Placement(option, mask_suffix=mask_suffix, mask_threshold=self.mask_threshold)
         if self.split is None:
             self.setup()
         assert self.split is not None

@@ -14,6 +14,7 @@ The paper's split: all train/good images train the GAN, the first round(0.8·n) 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,8 @@ class MVTecSplit:
     normal_test: tuple[Path, ...]
     #: the defect types of a split of several (``index_defect_types``); empty for one type
     defects: tuple[str, ...] = ()
+    #: files of the image folders that were left out on purpose, one "<n> <why>" per reason
+    ignored: tuple[str, ...] = ()
 
     @property
     def defect_types(self) -> tuple[str, ...]:
@@ -86,14 +89,37 @@ class MVTecSplit:
         }
 
 
-def list_images(folder: Path, bad: BadFiles | None = None) -> list[Path]:
-    """Image files of ``folder`` sorted by name. Hidden files (.DS_Store, ._*) and other
-    suffixes (Thumbs.db, notes) are ignored; a broken symbolic link is a bad file."""
+def image_extensions(value: str | Sequence[str] | None, option: str) -> frozenset[str] | None:
+    """``data.image_ext`` / ``data.mask_ext`` as a set of lower-case suffixes with their dot
+    (``jpg``, ``.JPG`` and ``[.jpg, .jpeg]`` are accepted); None when unset."""
+    if value is None or value == "" or (not isinstance(value, str) and not list(value)):
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    out = set()
+    for item in items:
+        ext = str(item).strip().lower()
+        ext = ext if ext.startswith(".") else f".{ext}"
+        if ext not in IMAGE_SUFFIXES:
+            raise ConfigError(
+                f"{option}={value!r}: {ext!r} is not an image extension; expected one or a list "
+                f"of {sorted(IMAGE_SUFFIXES)}."
+            )
+        out.add(ext)
+    return frozenset(out)
+
+
+def list_images(
+    folder: Path, bad: BadFiles | None = None, extensions: Iterable[str] | None = None
+) -> list[Path]:
+    """Image files of ``folder`` sorted by name (only ``extensions`` when given). Hidden files
+    (.DS_Store, ._*) and other suffixes (Thumbs.db, notes) are ignored; a broken symbolic link
+    is a bad file."""
     if not folder.is_dir():
         return []
+    wanted = IMAGE_SUFFIXES if extensions is None else frozenset(extensions)
     images = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
+        if p.name.startswith(".") or p.suffix.lower() not in wanted:
             continue
         if p.is_symlink() and not p.exists():
             (bad or BadFiles()).handle(
@@ -236,13 +262,69 @@ def check_defect_count(n: int, folder: Path) -> None:
         )
 
 
-def find_mask(folder: Path, image: Path, suffix: str) -> Path | None:
-    """The mask of ``image`` in ``folder``: same stem plus ``suffix``, any image extension."""
+def find_mask(
+    folder: Path,
+    image: Path,
+    suffix: str,
+    extensions: Iterable[str] | None = None,
+    exclude: frozenset[Path] = frozenset(),
+) -> Path | None:
+    """The mask of ``image`` in ``folder``: same stem plus ``suffix``, any image extension (or
+    one of ``extensions``); a file of ``exclude`` (resolved paths of images) is never taken as a
+    mask."""
+    allowed = IMAGE_SUFFIXES if extensions is None else frozenset(extensions)
     for extension in (".png", *sorted(IMAGE_SUFFIXES - {".png"})):
+        if extension not in allowed:
+            continue
         candidate = folder / f"{image.stem}{suffix}{extension}"
-        if candidate.is_file():
+        if candidate.is_file() and candidate.resolve() not in exclude:
             return candidate
     return None
+
+
+# how many colliding stems an error message shows
+_SHOWN = 5
+
+
+def _shown(items: Sequence[str]) -> str:
+    more = f" … ({len(items)} in all)" if len(items) > _SHOWN else ""
+    return ", ".join(items[:_SHOWN]) + more
+
+
+def _same_stem_files(files: Sequence[Path]) -> dict[str, list[Path]]:
+    by_stem: dict[str, list[Path]] = {}
+    for p in files:
+        by_stem.setdefault(p.stem, []).append(p)
+    return {stem: group for stem, group in by_stem.items() if len(group) > 1}
+
+
+def folder_images(
+    option: str, folder: Path, image_ext: frozenset[str] | None, bad: BadFiles
+) -> tuple[list[Path], list[Path]]:
+    """The images of a user folder and the image files left out (not ``data.image_ext``).
+    Without ``data.image_ext``, two files of one stem (``001.jpg`` and ``001.png``: an image
+    and its mask, most often) stop with an error: which one is the image is never guessed."""
+    files = list_images(folder, bad)
+    if image_ext is not None:
+        return [p for p in files if p.suffix.lower() in image_ext], [
+            p for p in files if p.suffix.lower() not in image_ext
+        ]
+    collisions = _same_stem_files(files)
+    if collisions:
+        stems = sorted(collisions)
+        shown = [" + ".join(p.name for p in collisions[s]) for s in stems]
+        found = sorted({p.suffix.lower() for group in collisions.values() for p in group})
+        # masks are most often PNG; the example only shows the syntax, nothing is chosen
+        example = [*[e for e in found if e != ".png"][:1], ".png"] if ".png" in found else found
+        raise DataError(
+            f"{option}={str(folder)!r} holds {len(stems)} file stem(s) with several image "
+            f"files ({_shown(shown)}): most likely images with their masks beside them, and a "
+            "mask must never be taken as an image. Set data.image_ext to the images' extension "
+            f"and data.mask_ext to the masks' (extensions found: {found}; e.g. "
+            f"data.image_ext={example[0]} data.mask_ext={example[-1]}), or move the masks to "
+            "their own folder."
+        )
+    return files, []
 
 
 def index_folders(
@@ -256,12 +338,21 @@ def index_folders(
     normal_test_fraction: float = 0.1,
     train_fraction: float = 0.8,
     bad: BadFiles | None = None,
+    image_ext: str | Sequence[str] | None = None,
+    mask_ext: str | Sequence[str] | None = None,
 ) -> MVTecSplit:
     """A product in plain folders (``data=folder``): defect-free images, defective images and
-    their masks (matched by file stem + ``mask_suffix``). Defect images split as in the paper;
-    the defect-free test set is ``normal_test`` or, without it, the last
-    ``normal_test_fraction`` of the defect-free images by name."""
+    their masks (matched by file stem + ``mask_suffix``, with one of ``mask_ext`` when given).
+    Defect images split as in the paper; the defect-free test set is ``normal_test`` or,
+    without it, the last ``normal_test_fraction`` of the defect-free images by name.
+
+    A mask is never an image: ``image_ext`` restricts the images to those extensions; without
+    it, a folder with two image files of one stem is an error, and so are image and mask
+    folders that coincide with an empty ``mask_suffix``. A file that is the mask of a defect
+    image is left out of the images; what was left out is listed in ``ignored``."""
     bad = bad or BadFiles()
+    images_ext = image_extensions(image_ext, "data.image_ext")
+    masks_ext = image_extensions(mask_ext, "data.mask_ext")
     folders = {
         "data.folders.normal": normal,
         "data.folders.defect": defect,
@@ -273,9 +364,67 @@ def index_folders(
                 f"{option}={str(folder)!r} is not a folder; expected a folder of "
                 "images (data=folder needs normal, defect and mask folders)."
             )
-    normal_images = list_images(Path(normal), bad)
+    mask_dir = Path(mask)
     if normal_test is not None:
-        test_images = list_images(check_root(Path(normal_test)), bad)
+        check_root(Path(normal_test))
+    image_folders = {
+        "data.folders.normal": Path(normal),
+        "data.folders.defect": Path(defect),
+        **({"data.folders.normal_test": Path(normal_test)} if normal_test is not None else {}),
+    }
+    listed = {
+        option: folder_images(option, folder, images_ext, bad)
+        for option, folder in image_folders.items()
+    }
+    # after the listing: a same-stem collision names the stems, which says more
+    if Path(defect).resolve() == mask_dir.resolve() and not mask_suffix and images_ext is None:
+        raise ConfigError(
+            f"data.folders.defect and data.folders.mask are the same folder ({defect}) and "
+            "data.mask_suffix is empty, so every image could be taken as its own mask. Set "
+            "data.image_ext and data.mask_ext (e.g. data.image_ext=.jpg data.mask_ext=.png), or "
+            "data.mask_suffix to what the mask names add (widget_017.png → widget_017_mask.png)."
+        )
+
+    defect_images, _ = listed["data.folders.defect"]
+    found_masks = {
+        image: find_mask(
+            mask_dir, image, mask_suffix, masks_ext, exclude=frozenset({image.resolve()})
+        )
+        for image in defect_images
+    }
+    # resolved: the same folder may be spelt two ways (a relative path, a symbolic link)
+    masks = frozenset(m.resolve() for m in found_masks.values() if m is not None)
+    ignored: list[str] = []
+    # a defect image that is another's mask (``001.png`` beside ``001_mask.png`` in one folder
+    # with data.mask_suffix=_mask) is a mask, not an image
+    beside = [p for p in defect_images if p.resolve() in masks]
+    if beside:
+        ignored.append(
+            f"{len(beside)} mask(s) beside the images in data.folders.defect "
+            f"(data.mask_suffix={mask_suffix!r})"
+        )
+    for option, (images, left_out) in listed.items():
+        as_masks = sum(1 for p in left_out if p.resolve() in masks)
+        other = len(left_out) - as_masks
+        if as_masks:
+            ignored.append(f"{as_masks} mask(s) beside the images in {option}")
+        if other:
+            ignored.append(
+                f"{other} file(s) in {option} not data.image_ext={sorted(images_ext or ())}"
+            )
+        stray = [p.name for p in images if p.resolve() in masks]
+        stray = stray if option != "data.folders.defect" else []
+        if stray:
+            raise DataError(
+                f"{option}={str(image_folders[option])!r} holds files that are also masks of "
+                f"defect images ({_shown(stray)}); a mask must never be taken as an image. "
+                "Point data.folders.mask at the masks' own folder, or set data.image_ext / "
+                "data.mask_ext to tell images and masks apart."
+            )
+
+    normal_images = listed["data.folders.normal"][0]
+    if normal_test is not None:
+        test_images = listed["data.folders.normal_test"][0]
     else:
         n_test = round(normal_test_fraction * len(normal_images)) if len(normal_images) > 1 else 0
         normal_images, test_images = (
@@ -285,18 +434,21 @@ def index_folders(
     if not normal_images:
         raise DataError(f"no defect-free images in data.folders.normal={str(normal)!r}.")
     samples = []
-    for image in list_images(Path(defect), bad):
-        found = find_mask(Path(mask), image, mask_suffix)
+    for image in defect_images:
+        if image.resolve() in masks:
+            continue
+        found = found_masks[image]
         if found is not None:
             samples.append(DefectSample(image, found))
         else:
-            expected = Path(mask) / f"{image.stem}{mask_suffix}.png"
+            extension = sorted(masks_ext)[0] if masks_ext else ".png"
+            expected = mask_dir / f"{image.stem}{mask_suffix}{extension}"
+            options = f"data.mask_suffix={mask_suffix!r}"
+            if masks_ext is not None:
+                options += f", data.mask_ext={sorted(masks_ext)}"
             bad.handle(
                 image,
-                DataError(
-                    f"defect image {image} has no mask: expected {expected} (data.mask_suffix="
-                    f"{mask_suffix!r})."
-                ),
+                DataError(f"defect image {image} has no mask: expected {expected} ({options})."),
             )
     check_defect_count(len(samples), Path(defect))
     n_train = max(1, round(train_fraction * len(samples)))
@@ -308,4 +460,5 @@ def index_folders(
         defect_train=tuple(samples[:n_train]),
         defect_test=tuple(samples[n_train:]),
         normal_test=tuple(test_images),
+        ignored=tuple(ignored),
     )

@@ -28,8 +28,8 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
+from defectsynth.data.cache import describe_mask, read_mask
 from defectsynth.data.mvtec import list_images
 from defectsynth.data.transforms import _seed_stream
 from defectsynth.errors import ConfigError, DataError
@@ -158,25 +158,20 @@ def estimate_foreground(
     return Foreground((mask >= 0.5).astype(np.uint8), True, "estimated")
 
 
-def read_binary_mask(path: Path | str, what: str) -> np.ndarray:
-    """Read a binary mask file as HxW uint8 in {0, 1}: two grey levels at most, 0 being one of
-    them (0/255, 0/1, …), and not empty. Anything else is a DataError naming the file."""
+def read_binary_mask(path: Path | str, what: str, threshold: float | None = None) -> np.ndarray:
+    """Read a mask file as HxW uint8 in {0, 1}, binarised as every user mask is (see
+    :func:`read_mask`: 0/1 as is, 8-bit from 128, 16-bit from 32768, or from ``threshold``);
+    an unreadable or empty one is a DataError naming the file."""
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("L") if im.mode not in ("L", "1", "I;16", "I") else im)
-    except (OSError, ValueError) as err:
+        mask = read_mask(path, threshold)
+    except DataError as err:
         raise DataError(f"{what} {path} cannot be read as an image ({err}).") from err
-    values = np.unique(array)
-    if len(values) > 2 or (len(values) == 2 and values[0] != 0):
-        raise DataError(
-            f"{what} {path} is not a binary mask: it has {len(values)} grey levels "
-            f"({values[:6].tolist()}…); expected 0 for background and one value (1 or 255) for "
-            "the region (save masks as PNG, not JPEG, and without anti-aliasing)."
-        )
-    mask = (array > 0).astype(np.uint8)
     if not mask.any():
-        raise DataError(f"{what} {path} is empty (all zero); expected a non-empty region.")
+        raise DataError(
+            f"{what} {path} is empty: no foreground pixel ({describe_mask(path, threshold)}); "
+            "expected a non-empty region (set data.mask_threshold if its values are lower)."
+        )
     return mask
 
 
@@ -203,7 +198,9 @@ def _fit_mask(mask: np.ndarray, size: Size) -> np.ndarray:
     return scaled[top : top + height, left : left + width]
 
 
-def load_foreground(path: Path | str, size: Size | int) -> Foreground:
+def load_foreground(
+    path: Path | str, size: Size | int, threshold: float | None = None
+) -> Foreground:
     """A user's foreground (``data.foreground=<file>``, or a folder with exactly one mask)."""
     path = Path(path).expanduser()
     if path.is_dir():
@@ -220,7 +217,8 @@ def load_foreground(path: Path | str, size: Size | int) -> Foreground:
             "(white = product), or null to estimate it from the defect-free images."
         )
     size = (size, size) if isinstance(size, int) else size
-    return Foreground(_resize_mask(read_binary_mask(path, "foreground"), size), True, str(path))
+    mask = read_binary_mask(path, "foreground", threshold)
+    return Foreground(_resize_mask(mask, size), True, str(path))
 
 
 def save_foreground(foreground: Foreground, path: Path | str) -> Path:
@@ -468,7 +466,8 @@ class Placement:
     """Requested masks for generation (``placement=random|foreground|<folder of masks>``).
 
     ``random`` and ``foreground`` draw from ``sampler`` (built on the real training masks; for
-    ``foreground`` with the product's foreground). A folder holds the user's own binary masks:
+    ``foreground`` with the product's foreground). A folder holds the user's own masks
+    (binarised as every user mask is, ``mask_threshold`` overriding the value-range rule):
     matched to the source images by stem (``<stem>.png`` or ``<stem>_mask.png``) when every
     source has one, cycled in name order when none has, an error otherwise.
     """
@@ -478,6 +477,7 @@ class Placement:
         option: str,
         sampler: RequestedMaskSampler | None = None,
         mask_suffix: str = "_mask",
+        mask_threshold: float | None = None,
     ) -> None:
         self.option, self.sampler, self.mask_suffix = str(option), sampler, mask_suffix
         self.folder: Path | None = None
@@ -498,7 +498,9 @@ class Placement:
         if not self.files:
             raise ConfigError(f"placement={self.option!r}: the folder holds no mask images.")
         # every file is checked now, so a bad one is named before any generation work
-        self.user_masks = {p: read_binary_mask(p, "placement mask") for p in self.files}
+        self.user_masks = {
+            p: read_binary_mask(p, "placement mask", mask_threshold) for p in self.files
+        }
 
     def _match(self, stems: Sequence[str] | None, n: int) -> tuple[list[Path], bool]:
         """The mask file of each source, and whether they were matched by stem."""

@@ -125,6 +125,7 @@ def make_cutpaste_set(
         raise DataError("cut-paste needs at least one real training defect image (donor)")
     if len(targets) != len(target_names):
         raise ValueError("one name per target image is needed")
+    layout.check_writable()
     rows = []
     for index, (target, name) in enumerate(zip(targets, target_names, strict=True)):
         rng = np.random.default_rng([seed, index])

@@ -26,6 +26,7 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectsynth.checkpoint import load_checkpoint
+from defectsynth.data.cache import read_mask
 from defectsynth.data.datamodule import DefectDataModule
 from defectsynth.data.mvtec import MVTecSplit
 from defectsynth.data.transforms import EvalTransform
@@ -163,7 +164,15 @@ def product_of(main: Input, overrides: dict[str, Any], cache_dir: str | None) ->
 
 
 # the data options that decide which real defects trained a generator
-SPLIT_OPTIONS = ("root", "train_fraction", "procedural_spec", "folders", "mask_suffix")
+SPLIT_OPTIONS = (
+    "root",
+    "train_fraction",
+    "procedural_spec",
+    "folders",
+    "mask_suffix",
+    "image_ext",
+    "mask_ext",
+)
 
 
 def _split_options(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -305,9 +314,7 @@ def read_set(folder: Path, title: str) -> SyntheticSet:
     images = [read_png(folder / r["image"]) for r in rows]
     masks = None
     if all(r.get("mask") for r in rows):
-        masks = [
-            (read_png(folder / r["mask"], grayscale=True) > 127).astype(np.uint8) for r in rows
-        ]
+        masks = [read_mask(folder / r["mask"]) for r in rows]
     return SyntheticSet(title, folder, images, masks, [r.get("source", "") for r in rows], info)
 
 
@@ -429,6 +436,7 @@ def composite_set(made: SyntheticSet, product: Product, out: Path) -> SyntheticS
         )
     size, cache = product.base_size, product.datamodule.cache
     layout = SynthesisLayout(out, product.category, product.defect)
+    layout.check_writable()
     written = []
     for row in rows:
         index = int(row["index"])

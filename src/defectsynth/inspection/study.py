@@ -179,7 +179,16 @@ def split_seed_of(cfg: DictConfig, seed: int) -> int:
 
 # ------------------------------------------------------------------------------ cache keys
 # the product's data options that decide its images and split (see ``cache``)
-DATA_SETTINGS = ("category", "defect", "image_size", *SPLIT_OPTIONS, "on_bad_file")
+DATA_SETTINGS = (
+    "category",
+    "defect",
+    "image_size",
+    *SPLIT_OPTIONS,
+    "on_bad_file",
+    "mask_threshold",
+)
+# options added later: recorded only when set, so folders written before them still resume
+UNSET_UNRECORDED = ("image_ext", "mask_ext", "mask_threshold")
 # how a network is trained, not what: resuming on another device or with a progress bar
 # reuses the results
 RUNTIME_OPTIONS = ("accelerator", "progress_bar")
@@ -193,7 +202,11 @@ def split_settings(cfg: DictConfig, product: Product, split_seed: int) -> dict[s
         "split.seed": split_seed,
         "split.normal": list(cfg.split.normal),
         "split.synthetic_sources": str(cfg.split.synthetic_sources),
-        **{f"data.{k}": data.get(k) for k in DATA_SETTINGS},
+        **{
+            f"data.{k}": data.get(k)
+            for k in DATA_SETTINGS
+            if k not in UNSET_UNRECORDED or data.get(k) is not None
+        },
     }
 
 
