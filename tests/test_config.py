@@ -172,3 +172,10 @@ def test_optuna_search_over_lambdas_returns_the_papers_fid():
         "loss.lambda_cycle",
         "loss.lambda_id",
     }
+
+
+def test_a_defect_list_becomes_a_clean_run_name_and_wandb_group():
+    from defectsynth.config import joined_names
+
+    assert joined_names("crack") == "crack"
+    assert joined_names(OmegaConf.create({"d": ["crack", "glue_strip"]}).d) == "crack+glue_strip"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -39,11 +40,21 @@ def fast_precision(accelerator: str = "auto") -> str:
     return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
 
 
+def joined_names(value: Any) -> str:
+    """``crack`` → ``crack``; ``[crack, glue_strip]`` → ``crack+glue_strip``: a defect list as it
+    goes into run names, folders and W&B groups (no brackets, quotes or spaces)."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "+".join(str(v) for v in value)
+    return str(value)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("fast_precision"):
         OmegaConf.register_new_resolver("fast_precision", fast_precision)
     if not OmegaConf.has_resolver("add"):
         OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
+    if not OmegaConf.has_resolver("names"):
+        OmegaConf.register_new_resolver("names", joined_names)
     if not OmegaConf.has_resolver("round"):
         OmegaConf.register_new_resolver("round", lambda x: round(x))
 
