@@ -148,10 +148,18 @@ class GANModule(L.LightningModule):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        if compile_pays_off(self.compile_networks, self.device, precision):
+        if compile_pays_off(self.compile_networks, self.target_device(), precision):
             log.info("compiling the networks with torch.compile (the first steps are slower)")
             for net in self.networks():
                 net.compile()
+
+    def target_device(self) -> torch.device:
+        """The device training runs on. In ``configure_model`` the module still sits on the CPU
+        (Lightning moves it afterwards), so ``self.device`` would apply the CPU's rules to a
+        GPU run; the strategy already knows its root device."""
+        if self._trainer is not None:
+            return self.trainer.strategy.root_device
+        return self.device
 
     def configure_optimizers(self) -> list[dict[str, Any]]:
         """One Adam per group, each with the epoch-wise linear-decay schedule (stepped in
@@ -162,7 +170,7 @@ class GANModule(L.LightningModule):
         )
         # fused Adam (one kernel for all parameters) on CUDA; the default foreach path elsewhere
         fused = cfg.get("fused")
-        fused = self.device.type == "cuda" if fused is None else bool(fused)
+        fused = self.target_device().type == "cuda" if fused is None else bool(fused)
         configs = []
         for name, params in self.optimizer_groups().items():
             opt = torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), fused=fused)
