@@ -3,14 +3,22 @@ training steps that never wait for the device."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from defectsynth.models import base
+from defectsynth.models.base import TrainingDivergedError
 from defectsynth.models.defect_gan import DefectGAN
+from defectsynth.models.defect_gan_control import DefectGANControl
+from tests.models.common import FakeBatches, changed, snapshot
 from tests.models.test_defect_gan import TINY
+from tests.models.test_defect_gan_control import ControlBatches
 
 
 def attach_fake_trainer(model: DefectGAN, root: torch.device, precision: str) -> None:
@@ -58,3 +66,135 @@ def test_compile_pays_off_rules(monkeypatch, device, precision, triton, compiler
     monkeypatch.setattr(base.importlib.util, "find_spec", lambda name: object() if triton else None)
     monkeypatch.setattr(base.shutil, "which", lambda name: "/usr/bin/c++" if compiler else None)
     assert base.compile_pays_off("auto", torch.device(device), precision) is expected
+
+
+# ----------------------------------------------------------------------------- no host sync
+# what reads a device tensor on the host (a wait for the device on a GPU); ``.numpy()`` stays
+# allowed: it fails outright on a device tensor, so it can only ever read host-side draws
+HOST_READS = ("item", "tolist", "cpu", "__bool__", "__float__", "__int__")
+
+
+@contextlib.contextmanager
+def host_reads_forbidden() -> Iterator[None]:
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def forbid(name: str):
+        def read(self, *args, **kwargs):
+            raise AssertionError(f"Tensor.{name} inside training_step: a per-step host sync")
+
+        return read
+
+    for name in HOST_READS:
+        setattr(torch.Tensor, name, forbid(name))
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(torch.Tensor, name, method)
+
+
+def watched(cls: type) -> type:
+    """``cls`` whose training steps fail on any host read of a tensor."""
+
+    class Watched(cls):
+        def training_step(self, batch, batch_idx):
+            with host_reads_forbidden():
+                return super().training_step(batch, batch_idx)
+
+    Watched.__name__ = cls.__name__
+    return Watched
+
+
+def fit_between_boundaries(model: L.LightningModule, data: Dataset, batches: int) -> L.Trainer:
+    # no logging step and no batch-cadence checkpoint inside the run: every step is one that
+    # must not wait for the device (the epoch-end boundary lies outside training_step)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=batches,
+        log_every_n_steps=1000,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, DataLoader(data, batch_size=1))
+    return trainer
+
+
+FUSED = {"optimizer": {"fused": True}}  # the GPU's default: the guard skips on the device
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"nan_policy": "skip", "pool_size": 2},
+        {"stabilize": {"warmup_batches": 2, "r1_gamma": 1.0, "compose": "paste"}},
+    ],
+    ids=["paper", "skip-pool-swaps", "stabilized"],
+)
+def test_defect_gan_steps_never_read_the_device_on_the_host(options):
+    torch.manual_seed(0)
+    model = watched(DefectGAN)(**TINY, **FUSED, **options)
+    trainer = fit_between_boundaries(model, FakeBatches(5, size=16), batches=5)
+    assert trainer.global_step == 5 * 4
+    assert torch.isfinite(trainer.logged_metrics["train/loss_G_total_epoch"])
+
+
+def test_controllable_model_steps_never_read_the_device_on_the_host():
+    torch.manual_seed(0)
+    model = watched(DefectGANControl)(**TINY, **FUSED, control={"n_types": 2})
+    trainer = fit_between_boundaries(model, ControlBatches(3, types=True), batches=3)
+    assert trainer.global_step == 3 * 4
+    assert 0 <= float(trainer.logged_metrics["train/mask_iou_epoch"]) <= 1
+
+
+def test_a_nan_between_boundaries_freezes_the_weights_until_stop_reports_it():
+    """With nothing reading the device mid-epoch, ``stop`` still keeps its promise: the
+    poisoned batch and every later one leave the weights as they were after the last good
+    batch, and the epoch's end names the batch."""
+    torch.manual_seed(0)
+    data = FakeBatches(4, size=16)
+    data.items[1]["normal"][:] = float("nan")
+    model = watched(DefectGAN)(**TINY, **FUSED)
+    snapshots = {}
+
+    class Snap(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            snapshots[batch_idx] = snapshot(module)
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        log_every_n_steps=1000,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Snap()],
+    )
+    with pytest.raises(TrainingDivergedError, match=r"non-finite generator loss .*batch 1\b"):
+        trainer.fit(model, DataLoader(data, batch_size=1))
+    assert sorted(snapshots) == [0, 1, 2, 3]  # it ran on to the epoch's end
+    for later in (1, 2, 3):
+        assert not changed(snapshots[0], model) and snapshots[later].keys() == snapshots[0].keys()
+        for key, value in snapshots[later].items():
+            assert torch.equal(value, snapshots[0][key]), (later, key)
+
+
+def test_under_ddp_one_ranks_nan_skips_the_step_on_every_rank():
+    """The guard's flag is summed over ranks before it decides: a finite loss here is still
+    skipped when another rank's was not (else that rank's skip would hang this one)."""
+    model = DefectGAN(**TINY, nan_policy="skip")
+    ops = []
+
+    def reduce(tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        ops.append(reduce_op)
+        return tensor + 1.0  # the other rank's loss was non-finite
+
+    model._trainer = SimpleNamespace(
+        world_size=2, strategy=SimpleNamespace(reduce=reduce), current_epoch=0
+    )
+    ok = model.guard_losses({"total": torch.tensor(1.0)}, "generator")
+    assert ops == ["sum"] and not bool(ok)

@@ -114,6 +114,9 @@ class GANModule(L.LightningModule):
             raise ValueError(f"model.nan_policy={nan_policy!r}; expected one of {NAN_POLICIES}")
         self.nan_policy = nan_policy
         self.skipped_steps = 0
+        # the NaN guard's device-side state (see ``guard_losses``), read only at log, epoch and
+        # checkpoint boundaries
+        self._guard: dict[str, Any] = {}
         self.automatic_optimization = False
         self.optimizer_config = {"lr": 2e-4, "betas": (0.5, 0.999), **(optimizer or {})}
         self.schedule_config = {"n_epochs": 100, "n_epochs_decay": 200, **(schedule or {})}
@@ -181,6 +184,8 @@ class GANModule(L.LightningModule):
         return configs
 
     def on_train_epoch_end(self) -> None:
+        # before the epoch-end checkpoints (monitoring callbacks run after this hook)
+        self.settle_nonfinite()
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
@@ -195,6 +200,8 @@ class GANModule(L.LightningModule):
         # module's, so state changed there would miss the checkpoint of that batch
         self.batch_step = self.batches_seen
         self.batches_seen += 1
+        if self.nan_policy == "skip" and self._guard:
+            self._guard["carry"] = None  # a new batch: nothing poisoned yet
         self.d_augment.update(self._sum_over_ranks if self._world_size() > 1 else None)
 
     def _world_size(self) -> int:
@@ -259,37 +266,146 @@ class GANModule(L.LightningModule):
         loss: torch.Tensor,
         stage: str = "generator",
         terms: dict[str, torch.Tensor] | None = None,
-    ) -> bool:
-        """One optimiser step on ``loss``, guarded against NaN/Inf (see ``losses_are_finite``);
-        ``terms`` only name the culprits in the message. Returns whether it stepped."""
-        if not self.losses_are_finite({"total": loss, **(terms or {})}, stage):
-            return False
+    ) -> None:
+        """One optimiser step on ``loss``, guarded against NaN/Inf without waiting for the
+        device: a non-finite loss (``loss`` or one of ``terms``, which also name the culprits)
+        turns this step and every later one of the batch into a no-op — and, with
+        ``nan_policy=stop``, every later step of the run, until the next log or checkpoint
+        boundary raises (``settle_nonfinite``). No weight and no Adam moment ever moves on a
+        non-finite loss."""
+        ok = self.guard_losses({"total": loss, **(terms or {})}, stage)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        optimizer.step()
-        return True
+        if ok is None:
+            optimizer.step()
+            return
+        raw = getattr(optimizer, "optimizer", optimizer)
+        if getattr(raw, "_step_supports_amp_scaling", False) and raw.defaults.get("fused"):
+            # fused Adam skips its whole update (moments and step count included) on the device
+            # when ``found_inf`` is 1 — the mechanism GradScaler uses
+            raw.found_inf = (~ok).float()
+            try:
+                optimizer.step()
+            finally:
+                raw.__dict__.pop("found_inf", None)
+            self._guard["masked"] = self._guard["masked"] + (~ok).long()
+        elif bool(ok):
+            # a foreach/for-loop optimiser cannot skip on the device: ask the host (free on a
+            # CPU; on a GPU set model.optimizer.fused=true to avoid this wait)
+            optimizer.step()
 
-    def losses_are_finite(self, losses: dict[str, torch.Tensor], stage: str) -> bool:
-        """With ``nan_policy=stop`` a NaN/Inf loss ends training with a clear error before any
-        weight is touched (so the last checkpoint stays good); with ``skip`` the step is skipped
-        and counted; ``off`` trusts the loss. One host sync per call (none with ``off``)."""
+    def guard_losses(self, losses: dict[str, torch.Tensor], stage: str) -> torch.Tensor | None:
+        """Record which of ``losses`` are non-finite, on the device (identical on every DDP
+        rank), and return whether this step may update weights (None: ``nan_policy=off``)."""
         if self.nan_policy == "off":
-            return True
+            return None
         values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-        if bool(torch.isfinite(values).all()):
-            return True
-        bad = [name for name, v in zip(losses, values.tolist(), strict=True) if not np.isfinite(v)]
-        where = f"epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx}"
+        bad = ~torch.isfinite(values)
+        if self._world_size() > 1:
+            # one rank's skip must be every rank's, or the others wait for it forever
+            bad = self.trainer.strategy.reduce(bad.float(), reduce_op="sum") > 0
+        own_bad = bad.any()
+        g = self._guard
+        if not g:
+            zero = torch.zeros((), dtype=torch.long, device=values.device)
+            g.update(
+                count=zero, masked=zero, epoch=zero - 1, batch=zero - 1, culprits={}, carry=None
+            )
+        epoch, batch = self.current_epoch, self.batch_step
+        carry = g["carry"]
+        # a loss that is non-finite on its own counts once; the later steps of a poisoned
+        # batch (or, with ``stop``, of the run) are skipped without counting again
+        new = own_bad if carry is None else own_bad & carry
+        first_here = (g["batch"] < 0) | ((g["epoch"] == epoch) & (g["batch"] == batch))
+        names, previous = g["culprits"].get(stage, (tuple(losses), torch.zeros_like(bad)))
+        g["culprits"][stage] = (names, torch.where(new & first_here, bad, previous))
+        g["epoch"] = torch.where(new & (g["batch"] < 0), epoch, g["epoch"])
+        g["batch"] = torch.where(new & (g["batch"] < 0), batch, g["batch"])
+        g["count"] = g["count"] + new.long()
+        ok = ~own_bad if carry is None else ~own_bad & carry
+        g["carry"] = ok
+        return ok
+
+    def batch_ok(self) -> torch.Tensor | None:
+        """Device flag: no loss of this batch (with ``stop``: of the run) was non-finite so far
+        (None: nothing checked yet). Image pools take a batch's fakes only while it holds."""
+        return self._guard.get("carry")
+
+    def settle_nonfinite(self) -> int:
+        """Read the guard's device counters (one host sync): raise for ``nan_policy=stop``,
+        count and report skipped steps for ``skip``, and take the steps fused Adam masked out
+        off Lightning's optimiser-step count (so ``global_step`` counts weight updates, as a
+        skipped step never called the optimiser). Returns the number of masked steps."""
+        g = self._guard
+        if not g:
+            return 0
+        count, masked = int(g["count"]), int(g["masked"])
+        if masked and self._trainer is not None:
+            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            for tracker in (progress.total, progress.current):
+                tracker.ready -= masked
+                tracker.completed -= masked
+        g["masked"] = g["masked"] - masked
+        if count == 0:
+            return masked
+        epoch, batch = int(g["epoch"]), int(g["batch"])
+        stage, bad = "generator", ["?"]
+        for name, (names, flags) in g["culprits"].items():
+            hits = [n for n, f in zip(names, flags.tolist(), strict=True) if f]
+            if hits:
+                stage, bad = name, hits
+                break
+        where = f"epoch {epoch}, batch {self._batch_in_epoch(batch)}"
         if self.nan_policy == "stop":
             raise TrainingDivergedError(
                 f"non-finite {stage} loss ({', '.join(bad)}) at {where}; training stopped before "
-                "updating any weights, so the last checkpoint is intact. Lower the learning "
-                "rate or the λ weights, check the data, or set model.nan_policy=skip."
+                "updating any weights with it or after it, so the last checkpoint is intact. "
+                "Lower the learning rate or the λ weights, check the data, or set "
+                "model.nan_policy=skip."
             )
-        self.skipped_steps += 1
-        log.warning("skipping the %s step at %s: non-finite %s", stage, where, ", ".join(bad))
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        self.skipped_steps += count
+        log.warning(
+            "skipped %d poisoned step(s) (the first: %s at %s, non-finite %s)",
+            count,
+            stage,
+            where,
+            ", ".join(bad),
+        )
+        zero = torch.zeros_like(g["count"])
+        g.update(count=zero, epoch=zero - 1, batch=zero - 1, culprits={})
+        return masked
+
+    def _batch_in_epoch(self, batch_step: int) -> int:
+        """The epoch's batch index of a running-batch number recorded in this epoch."""
+        if self._trainer is None:
+            return batch_step
+        loop = self.trainer.fit_loop.epoch_loop
+        return loop.batch_idx - (self.batch_step - batch_step)
+
+    def at_sync_boundary(self) -> bool:
+        """Whether this batch ends at a point that reads the device anyway: a logging step or
+        a batch-cadence checkpoint/sample callback (they run before the module's batch-end
+        hook, so the guard settles at the end of ``training_step``)."""
+        if self._trainer is None:
+            return True
+        trainer = self.trainer
+        if trainer._logger_connector.should_update_logs:
+            return True
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        for callback in trainer.callbacks:
+            n = getattr(callback, "every_n_batches", 0) or 0
+            if n > 0 and done % n == 0:
+                return True
+            if getattr(callback, "_every_n_train_steps", 0):
+                return True  # a step-cadence ModelCheckpoint: its steps are counted here
         return False
+
+    def end_of_step(self) -> None:
+        """Settle the NaN guard where the step syncs anyway (see ``at_sync_boundary``)."""
+        if self._guard and self.at_sync_boundary():
+            self.settle_nonfinite()
+            if self.nan_policy == "skip":
+                self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
         """Per-step curves from this rank (no cross-rank sync per step); epoch means over all
@@ -318,7 +434,16 @@ class GANModule(L.LightningModule):
         finally:
             self.train(was_training)
 
+    def on_train_end(self) -> None:
+        self.settle_nonfinite()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a save outside the boundaries the guard knows: stop before writing a poisoned run,
+        # and keep the recorded step count to the weight updates
+        masked = self.settle_nonfinite()
+        if masked:
+            checkpoint["global_step"] = self.trainer.global_step
+            checkpoint["loops"] = self.trainer._checkpoint_connector._get_loops_state_dict()
         cls = type(self)
         checkpoint["defectsynth"] = {
             "model_class": f"{cls.__module__}.{cls.__qualname__}",

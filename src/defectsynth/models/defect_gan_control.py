@@ -273,8 +273,7 @@ class DefectGANControl(DefectGAN):
             )
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
-            if not self.step(opt_g, total, "generator", terms):
-                return
+            self.step(opt_g, total, "generator", terms)
 
         logged = self.discriminator_steps(opt_ds, x, y, y_mask, fake_y, fake_mask, fake_x)
         logged = self.with_generator_terms(logged, terms, total)
@@ -286,3 +285,4 @@ class DefectGANControl(DefectGAN):
             union = (hard | want).flatten(1).sum(1).float().clamp_min(1)
             logged["mask_iou"] = (inter / union).mean()
         self.log_losses(logged, batch_size=x.shape[0])
+        self.end_of_step()
