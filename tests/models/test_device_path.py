@@ -4,12 +4,14 @@ training steps that never wait for the device."""
 from __future__ import annotations
 
 import contextlib
+import csv
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from defectsynth.models import base
@@ -198,3 +200,68 @@ def test_under_ddp_one_ranks_nan_skips_the_step_on_every_rank():
     )
     ok = model.guard_losses({"total": torch.tensor(1.0)}, "generator")
     assert ops == ["sum"] and not bool(ok)
+
+
+# ----------------------------------------------------------------------------- logging
+class CountedLogs(DefectGAN):
+    """Records (epoch, batch index, name) of every ``self.log``."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.calls: list[tuple[int, int, str]] = []
+
+    def log(self, name, *args, **kwargs):
+        loop = self.trainer.fit_loop.epoch_loop
+        self.calls.append((self.current_epoch, loop.batch_idx, name))
+        return super().log(name, *args, **kwargs)
+
+
+def fit_logged(tmp_path, every: int, batches: int = 5, epochs: int = 2) -> CountedLogs:
+    torch.manual_seed(0)
+    model = CountedLogs(**TINY)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        log_every_n_steps=every,
+        logger=CSVLogger(tmp_path, name="", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, DataLoader(FakeBatches(batches, size=16), batch_size=1))
+    return model
+
+
+def csv_rows(tmp_path) -> list[dict[str, float]]:
+    with open(tmp_path / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
+
+
+def test_step_losses_are_handed_to_the_logger_only_where_it_writes_them(tmp_path):
+    model = fit_logged(tmp_path, every=2)
+    stepped = sorted({(e, b) for e, b, name in model.calls if name.endswith("_step")})
+    # batches 2, 4 | 6, 8, 10 of the run are logging steps; each epoch's last batch also
+    # updates trainer.logged_metrics
+    assert stepped == [(0, 1), (0, 3), (0, 4), (1, 0), (1, 2), (1, 4)]
+    rows = csv_rows(tmp_path)
+    step_rows = [r for r in rows if "train/loss_gan_G_step" in r]
+    assert [int(r["step"]) for r in step_rows] == [1, 3, 5, 7, 9]  # as Lightning wrote before
+    names = {f"loss_{t}" for t in model.terms} | {"loss_G_total", "loss_D_X", "loss_D_Y"}
+    names |= {"loss_D_C"}
+    epoch_rows = [r for r in rows if "train/loss_G_total_epoch" in r]
+    assert len(epoch_rows) == 2
+    for name in names:
+        assert all(f"train/{name}_step" in r for r in step_rows), name
+        assert all(f"train/{name}_epoch" in r for r in epoch_rows), name
+    assert all("daug/rt_D_X" in r for r in epoch_rows)
+
+
+def test_epoch_means_are_the_means_of_the_step_losses(tmp_path):
+    fit_logged(tmp_path, every=1, batches=3, epochs=1)
+    rows = csv_rows(tmp_path)
+    steps = [r for r in rows if "train/loss_cycle_step" in r]
+    (epoch,) = [r for r in rows if "train/loss_cycle_epoch" in r]
+    assert len(steps) == 3
+    for name in ("loss_cycle", "loss_G_total", "loss_D_Y"):
+        mean = sum(r[f"train/{name}_step"] for r in steps) / 3
+        assert epoch[f"train/{name}_epoch"] == pytest.approx(mean, rel=1e-5)
