@@ -265,3 +265,87 @@ def test_epoch_means_are_the_means_of_the_step_losses(tmp_path):
     for name in ("loss_cycle", "loss_G_total", "loss_D_Y"):
         mean = sum(r[f"train/{name}_step"] for r in steps) / 3
         assert epoch[f"train/{name}_epoch"] == pytest.approx(mean, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- dead parameters
+def g_group(model: DefectGAN) -> set[int]:
+    return {id(p) for p in model.configure_optimizers()[0]["optimizer"].param_groups[0]["params"]}
+
+
+def ids(module: torch.nn.Module) -> set[int]:
+    return {id(p) for p in module.parameters()}
+
+
+@pytest.mark.parametrize(
+    ("options", "f_mask", "g_mask"),
+    [
+        ({}, False, True),
+        ({"stabilize": {"compose": "blend", "compose_inverse": True}}, True, True),
+        ({"ablation": {"coherence": False, "background": False}}, False, False),
+        (
+            {
+                "ablation": {"coherence": False, "background": False},
+                "stabilize": {"compose": "paste"},
+            },
+            False,
+            True,
+        ),
+        ({"ablation": {"coherence": False, "background": True}}, False, True),
+    ],
+    ids=["paper", "compose_inverse", "no_LC_LB", "no_LC_LB-paste", "no_LC"],
+)
+def test_mask_branches_that_feed_no_loss_are_out_of_the_optimiser(options, f_mask, g_mask):
+    model = DefectGAN(**TINY, **options)
+    group = g_group(model)
+    assert (ids(model.F.mask_branch) <= group) is f_mask
+    assert (ids(model.G.mask_branch) <= group) is g_mask
+    assert ids(model.F.image_branch) <= group and ids(model.G.trunk) <= group
+    assert not (ids(model.F.mask_branch) & group) or f_mask
+    model.configure_model()
+    # frozen, so DDP neither buckets them nor looks for their gradients
+    assert all(p.requires_grad is f_mask for p in model.F.mask_branch.parameters())
+    assert all(p.requires_grad is g_mask for p in model.G.mask_branch.parameters())
+    # still in the state dict: checkpoints of either kind load strictly
+    assert any(k.startswith("F.mask_branch.") for k in model.state_dict())
+
+
+def test_controllable_model_trains_gs_mask_through_mask_follow():
+    ablated = {"ablation": {"coherence": False, "background": False}}
+    follows = DefectGANControl(**TINY, **ablated)
+    assert ids(follows.G.mask_branch) <= g_group(follows)
+    free = DefectGANControl(**TINY, **ablated, control={"mask_follow": False})
+    assert not ids(free.G.mask_branch) & g_group(free)
+
+
+def test_a_fit_leaves_dead_branches_as_initialised_and_trains_the_rest():
+    torch.manual_seed(0)
+    model = DefectGAN(**TINY, ablation={"coherence": False, "background": False})
+    before = snapshot(model)
+    fit_between_boundaries(model, FakeBatches(2, size=16), batches=2)
+    for prefix, dead in (("F.mask_branch.", True), ("G.mask_branch.", True), ("G.trunk.", False)):
+        moved = [
+            not torch.equal(before[k], v)
+            for k, v in model.state_dict().items()
+            if k.startswith(prefix) and v.is_floating_point()
+        ]
+        assert (not any(moved)) is dead, prefix
+
+
+def test_an_old_checkpoints_optimizer_state_with_the_dead_branch_still_resumes():
+    """Checkpoints written when F's mask branch was in G's Adam: its entries are dropped and
+    every live parameter keeps its own moments."""
+    torch.manual_seed(0)
+    model = DefectGAN(**TINY)
+    full = [*model.G.parameters(), *model.F.parameters()]
+    old = torch.optim.Adam(full, lr=1e-3)
+    for i, p in enumerate(full):
+        p.grad = torch.full_like(p, float(i + 1))
+    old.step()
+    checkpoint = {"optimizer_states": [old.state_dict()]}
+    model.on_load_checkpoint(checkpoint)
+    new = model.configure_optimizers()[0]["optimizer"]
+    new.load_state_dict(checkpoint["optimizer_states"][0])
+    live = new.param_groups[0]["params"]
+    assert len(live) == len(full) - len(list(model.F.mask_branch.parameters()))
+    for p in live:
+        assert torch.equal(new.state[p]["exp_avg"], old.state[p]["exp_avg"])

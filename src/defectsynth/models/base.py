@@ -139,6 +139,20 @@ class GANModule(L.LightningModule):
         """Name → parameters of each optimiser, in the order ``training_step`` steps them."""
         raise NotImplementedError
 
+    def dead_parameters(self) -> list[nn.Parameter]:
+        """Parameters that feed no loss term in this configuration: kept in the module (and in
+        checkpoints, so every checkpoint loads either way) but out of the optimiser and, frozen
+        in ``configure_model``, out of DDP's buckets and its unused-parameter search."""
+        return []
+
+    def live_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``optimizer_groups`` without the dead parameters."""
+        dead = {id(p) for p in self.dead_parameters()}
+        return {
+            name: [p for p in params if id(p) not in dead]
+            for name, params in self.optimizer_groups().items()
+        }
+
     def networks(self) -> list[nn.Module]:
         return [m for m in self.children() if isinstance(m, nn.Module)]
 
@@ -150,6 +164,9 @@ class GANModule(L.LightningModule):
     def configure_model(self) -> None:
         """Speed options, applied once the module is on its device. ``nn.Module.compile``
         compiles in place, so state-dict keys (and checkpoints) are unchanged."""
+        # before Lightning wraps the module in DDP, which registers what requires a gradient
+        for param in self.dead_parameters():
+            param.requires_grad_(False)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
@@ -177,7 +194,7 @@ class GANModule(L.LightningModule):
         fused = cfg.get("fused")
         fused = self.target_device().type == "cuda" if fused is None else bool(fused)
         configs = []
-        for name, params in self.optimizer_groups().items():
+        for name, params in self.live_groups().items():
             opt = torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), fused=fused)
             scheduler = torch.optim.lr_scheduler.LambdaLR(opt, decay)
             configs.append(
@@ -512,6 +529,7 @@ class GANModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._drop_dead_optimizer_states(checkpoint)
         for key, state in (checkpoint.get("image_pools") or {}).items():
             if key in self.pools:
                 self.pools[key].load_state_dict(state)
@@ -524,6 +542,39 @@ class GANModule(L.LightningModule):
         self._epoch_losses = {
             tuple(names): (sums, counts) for names, sums, counts in state.get("epoch_losses", [])
         }
+
+    def _drop_dead_optimizer_states(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint whose optimisers still held the dead parameters (written before they
+        were left out) resumes: their entries are dropped and the rest renumbered, so every
+        live parameter keeps its Adam moments."""
+        states = checkpoint.get("optimizer_states")
+        if not states:
+            return
+        live = self.live_groups()
+        for state, (name, params) in zip(states, self.optimizer_groups().items(), strict=False):
+            full = list(params)
+            groups = state.get("param_groups") or []
+            if len(groups) != 1 or len(groups[0]["params"]) != len(full):
+                continue  # already without them, or not this layout
+            if len(live[name]) == len(full):
+                continue
+            alive = {id(p) for p in live[name]}
+            old_ids = groups[0]["params"]
+            renumber = {
+                old: new
+                for new, old in enumerate(
+                    i for i, p in zip(old_ids, full, strict=True) if id(p) in alive
+                )
+            }
+            state["state"] = {
+                renumber[i]: value for i, value in state["state"].items() if i in renumber
+            }
+            groups[0]["params"] = list(range(len(renumber)))
+            log.info(
+                "optimizer %s: dropped the state of %d parameters that feed no loss",
+                name,
+                len(full) - len(renumber),
+            )
 
 
 def rng_states() -> dict[str, Any]:

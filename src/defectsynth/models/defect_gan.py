@@ -95,6 +95,8 @@ class DefectGAN(GANModule):
 
         # F has G's architecture (as in the paper); its mask output feeds no loss term, so
         # F runs without its mask branch, except under ``compose_inverse`` where it composes
+        # (otherwise the branch stays in the module, for checkpoints, but out of the
+        # optimiser: see ``dead_parameters``)
         self.G = DefectGenerator(**generator)
         self.F = DefectGenerator(**generator)
         self.D_X = PatchDiscriminator(3, **discriminator)
@@ -155,6 +157,20 @@ class DefectGAN(GANModule):
 
     def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self(x)
+
+    def trains_g_mask(self) -> bool:
+        """Whether G's mask output feeds a loss: L_C or L_B, or a composition through it."""
+        return self.stabilize["compose"] != "none" or any(t in self.terms for t in MASK_TERMS)
+
+    def dead_parameters(self) -> list[nn.Parameter]:
+        """F's mask branch (its output is used only under ``compose_inverse``) and, with
+        ``ablation=no_LC_LB`` and no composition, G's."""
+        dead: list[nn.Parameter] = []
+        if not self.stabilize["compose_inverse"] and self.F.mask_branch is not None:
+            dead += self.F.mask_branch.parameters()
+        if not self.trains_g_mask() and self.G.mask_branch is not None:
+            dead += self.G.mask_branch.parameters()
+        return dead
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         """G and F share one Adam (as in CycleGAN); each discriminator has its own."""

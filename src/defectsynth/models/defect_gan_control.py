@@ -83,6 +83,9 @@ class DefectGANControl(DefectGAN):
             **self.generator_options, z_dim=int(self.control["z_dim"]), n_types=n_types
         )
 
+    def trains_g_mask(self) -> bool:
+        return super().trains_g_mask() or "mask_follow" in self.control_terms
+
     @property
     def n_types(self) -> int:
         return self.G.n_types
