@@ -349,3 +349,14 @@ def test_an_old_checkpoints_optimizer_state_with_the_dead_branch_still_resumes()
     assert len(live) == len(full) - len(list(model.F.mask_branch.parameters()))
     for p in live:
         assert torch.equal(new.state[p]["exp_avg"], old.state[p]["exp_avg"])
+
+
+# ----------------------------------------------------------------------------- image pools
+def test_pools_restored_on_the_cpu_follow_the_model_to_its_device_at_fit_start():
+    model = DefectGAN(**TINY, pool_size=2)
+    model.pools["X"].query(torch.rand(2, 3, 4, 4))
+    state = model.pools["X"].state_dict()
+    model.pools["X"].load_state_dict(state)  # as a resume leaves them: CPU tensors
+    model.to("meta")  # stands for the GPU: any device other than the checkpoint's CPU
+    model.on_fit_start()
+    assert [img.device.type for img in model.pools["X"].images] == ["meta", "meta"]

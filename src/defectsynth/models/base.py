@@ -500,6 +500,12 @@ class GANModule(L.LightningModule):
         finally:
             self.train(was_training)
 
+    def on_fit_start(self) -> None:
+        # after a resume the pools hold the checkpoint's CPU tensors: every swap would be a
+        # blocking host→device copy
+        for pool in self.pools.values():
+            pool.to(self.device)
+
     def on_train_end(self) -> None:
         self.settle_nonfinite()
 
