@@ -185,21 +185,29 @@ def test_a_nan_between_boundaries_freezes_the_weights_until_stop_reports_it():
             assert torch.equal(value, snapshots[0][key]), (later, key)
 
 
-def test_under_ddp_one_ranks_nan_skips_the_step_on_every_rank():
+def test_under_ddp_one_ranks_nan_skips_the_step_on_every_rank(monkeypatch):
     """The guard's flag is summed over ranks before it decides: a finite loss here is still
-    skipped when another rank's was not (else that rank's skip would hang this one)."""
+    skipped when another rank's was not (else that rank's skip would hang this one). The sum is
+    a plain all-reduce, queued on the device: Lightning's ``strategy.reduce`` would put a
+    host-blocking barrier before it."""
     model = DefectGAN(**TINY, nan_policy="skip")
     ops = []
 
-    def reduce(tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
-        ops.append(reduce_op)
-        return tensor + 1.0  # the other rank's loss was non-finite
+    def all_reduce(tensor: torch.Tensor, op) -> None:
+        ops.append(op)
+        tensor += 1.0  # the other rank's loss was non-finite
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+
+    def no_barrier(*args, **kwargs):
+        raise AssertionError("strategy.reduce: a barrier per step")
 
     model._trainer = SimpleNamespace(
-        world_size=2, strategy=SimpleNamespace(reduce=reduce), current_epoch=0
+        world_size=2, strategy=SimpleNamespace(reduce=no_barrier), current_epoch=0
     )
     ok = model.guard_losses({"total": torch.tensor(1.0)}, "generator")
-    assert ops == ["sum"] and not bool(ok)
+    assert ops == [torch.distributed.ReduceOp.SUM] and not bool(ok)
 
 
 # ----------------------------------------------------------------------------- logging
