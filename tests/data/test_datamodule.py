@@ -341,25 +341,3 @@ def test_generation_placement_from_the_datamodule(cache_dir, tmp_path):
     assert masks.shape == (5, 1, 32, 32) and len(descriptions) == 5
     assert all("ground_truth/crack" in d["source"] for d in descriptions)
     assert dm.requested_sampler is None  # generation does not switch training draws on
-
-
-def test_each_worker_runs_one_opencv_thread_and_keeps_lightnings_seeding(cache_dir, monkeypatch):
-    from defectsynth.data import datamodule
-
-    dm = procedural_dm(cache_dir, num_workers=2, persistent_workers=False)
-    init = dm.train_dataloader().worker_init_fn
-    assert init is not None and dm.train_dataloader().num_workers == 2
-    seeded = []
-    monkeypatch.setattr(datamodule, "pl_worker_init_function", lambda w, rank: seeded.append(w))
-    before = cv2.getNumThreads()
-    try:
-        cv2.setNumThreads(4)
-        monkeypatch.setenv("PL_SEED_WORKERS", "1")  # what seed_everything(workers=True) sets
-        init(1)
-        assert cv2.getNumThreads() == 1 and seeded == [1]
-        monkeypatch.setenv("PL_SEED_WORKERS", "0")
-        init(0)
-        assert seeded == [1]
-    finally:
-        cv2.setNumThreads(before)
-    assert procedural_dm(cache_dir).train_dataloader().worker_init_fn is None  # no workers

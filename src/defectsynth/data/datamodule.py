@@ -11,18 +11,14 @@ the augmentation, so batches are reproducible whatever the number of workers.
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import cv2
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from defectsynth.data import procedural
@@ -59,16 +55,6 @@ from defectsynth.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 Key = tuple[int, int, int, int]  # (normal index, defect index, augmentation seed, position)
-
-
-def init_worker(worker_id: int, rank: int = 0) -> None:
-    """Start of a data-loader worker: one OpenCV thread (each of the N workers would otherwise
-    start a thread per core for its resizes and blurs, N × cores threads fighting the main
-    process), then Lightning's worker seeding, which a loader with its own ``worker_init_fn``
-    does not get from ``seed_everything(workers=True)``."""
-    cv2.setNumThreads(1)
-    if int(os.environ.get("PL_SEED_WORKERS", 0)):
-        pl_worker_init_function(worker_id, rank=rank)
 
 
 class UnpairedSampler(Sampler[Key]):
@@ -540,14 +526,12 @@ class DefectDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------------------- loaders
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         workers = self.num_workers
-        rank = self.trainer.global_rank if self.trainer is not None else 0
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             num_workers=workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and workers > 0,
-            worker_init_fn=functools.partial(init_worker, rank=rank) if workers > 0 else None,
             **kwargs,
         )
 
