@@ -126,6 +126,12 @@ def test_smoke_experiment_instantiates_trainer_callbacks_and_loggers(tmp_path):
 def test_trainer_presets(trainer, accelerator):
     cfg = make_cfg(f"trainer={trainer}")
     assert cfg.trainer.accelerator == accelerator
+    # cuDNN autotuning on the GPU presets, except where repeatability was asked for
+    assert cfg.trainer.get("benchmark", False) is (trainer != "cpu")
+    if trainer != "cpu":
+        assert (
+            make_cfg(f"trainer={trainer}", "trainer.deterministic=true").trainer.benchmark is False
+        )
     if trainer == "ddp":
         assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"
         assert cfg.trainer.devices == -1 and cfg.trainer.use_distributed_sampler is False

@@ -88,11 +88,12 @@ def test_truncated_last_checkpoint_is_a_clear_error_naming_the_file(smoke_run, c
     assert "last.ckpt cannot be loaded" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def fit_with_nan(policy: str, tmp_path) -> tuple[DefectGAN, L.Trainer]:
+def fit_with_nan(policy: str, tmp_path, fused: bool = False) -> tuple[DefectGAN, L.Trainer]:
     torch.manual_seed(0)
     data = FakeBatches(3, size=16)
     data.items[1]["normal"][:] = float("nan")  # the second batch poisons every loss
-    model = DefectGAN(**TINY, nan_policy=policy)
+    # fused Adam: the GPU's path, where the guard skips a step on the device (``found_inf``)
+    model = DefectGAN(**TINY, nan_policy=policy, optimizer={"fused": fused})
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -107,16 +108,18 @@ def fit_with_nan(policy: str, tmp_path) -> tuple[DefectGAN, L.Trainer]:
     return model, trainer
 
 
-def test_nan_loss_stops_with_a_clear_message_and_the_last_checkpoint_intact(tmp_path):
+@pytest.mark.parametrize("fused", [False, True])
+def test_nan_loss_stops_with_a_clear_message_and_the_last_checkpoint_intact(tmp_path, fused):
     with pytest.raises(TrainingDivergedError, match=r"non-finite generator loss .*batch 1"):
-        fit_with_nan("stop", tmp_path)
+        fit_with_nan("stop", tmp_path, fused)
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4  # after batch 0, before the poisoned batch
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
 
 
-def test_nan_policy_skip_skips_only_the_poisoned_batch(tmp_path):
-    model, trainer = fit_with_nan("skip", tmp_path)
+@pytest.mark.parametrize("fused", [False, True])
+def test_nan_policy_skip_skips_only_the_poisoned_batch(tmp_path, fused):
+    model, trainer = fit_with_nan("skip", tmp_path, fused)
     assert model.skipped_steps == 1
     assert trainer.global_step == 2 * 4  # two healthy batches, four optimizers each
     assert all(torch.isfinite(p).all() for p in model.parameters())

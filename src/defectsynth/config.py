@@ -55,6 +55,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
     if not OmegaConf.has_resolver("names"):
         OmegaConf.register_new_resolver("names", joined_names)
+    if not OmegaConf.has_resolver("not"):
+        OmegaConf.register_new_resolver("not", lambda x: not x)
     if not OmegaConf.has_resolver("round"):
         OmegaConf.register_new_resolver("round", lambda x: round(x))
 

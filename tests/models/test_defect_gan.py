@@ -96,7 +96,9 @@ def test_generator_step_leaves_discriminators_without_gradients():
     fit(model, batches=2)
     # per batch: G gets gradients once (G step), each D once (its own step), never from G's step
     assert calls == {"G": 2, "D_X": 2, "D_Y": 2, "D_C": 2}
-    assert all(p.requires_grad for p in model.parameters())  # toggling restored the flags
+    # toggling restored the flags; what feeds no loss (F's mask branch) stays frozen
+    dead = {id(p) for p in model.dead_parameters()}
+    assert dead and all(p.requires_grad is (id(p) not in dead) for p in model.parameters())
 
 
 def test_synthesize_uses_eval_mode_and_restores_training():

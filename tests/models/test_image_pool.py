@@ -33,3 +33,21 @@ def test_pool_state_round_trip_reproduces_future_draws():
     b.load_state_dict(a.state_dict())
     x = torch.randn(8, 1, 2, 2)
     assert torch.equal(a.query(x), b.query(x))
+
+
+def test_fakes_of_a_rejected_batch_never_enter_the_pool():
+    # the NaN guard's device flag: a poisoned batch must not come back to D in later batches
+    rejected = torch.tensor(False)
+    poisoned = torch.full((16, 1, 1, 1), float("nan"))
+    filling = ImagePool(size=3, seed=0)
+    filling.query(torch.ones(1, 1, 1, 1))
+    filling.query(poisoned[:2], keep=rejected)
+    full = ImagePool(size=2, seed=0)
+    full.query(torch.zeros(2, 1, 1, 1))
+    full.query(poisoned, keep=rejected)
+    for pool in (filling, full):
+        assert len(pool) == pool.size and all(torch.isfinite(i).all() for i in pool.images)
+    kept = ImagePool(size=2, seed=0)
+    kept.query(torch.zeros(2, 1, 1, 1))
+    kept.query(torch.full((16, 1, 1, 1), 5.0), keep=torch.tensor(True))
+    assert any(float(i) == 5.0 for i in kept.images)

@@ -114,6 +114,11 @@ class GANModule(L.LightningModule):
             raise ValueError(f"model.nan_policy={nan_policy!r}; expected one of {NAN_POLICIES}")
         self.nan_policy = nan_policy
         self.skipped_steps = 0
+        # the NaN guard's device-side state (see ``guard_losses``), read only at log, epoch and
+        # checkpoint boundaries
+        self._guard: dict[str, Any] = {}
+        # this epoch's loss sums and counts per set of logged names, on the device
+        self._epoch_losses: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self.automatic_optimization = False
         self.optimizer_config = {"lr": 2e-4, "betas": (0.5, 0.999), **(optimizer or {})}
         self.schedule_config = {"n_epochs": 100, "n_epochs_decay": 200, **(schedule or {})}
@@ -134,6 +139,20 @@ class GANModule(L.LightningModule):
         """Name → parameters of each optimiser, in the order ``training_step`` steps them."""
         raise NotImplementedError
 
+    def dead_parameters(self) -> list[nn.Parameter]:
+        """Parameters that feed no loss term in this configuration: kept in the module (and in
+        checkpoints, so every checkpoint loads either way) but out of the optimiser and, frozen
+        in ``configure_model``, out of DDP's buckets and its unused-parameter search."""
+        return []
+
+    def live_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``optimizer_groups`` without the dead parameters."""
+        dead = {id(p) for p in self.dead_parameters()}
+        return {
+            name: [p for p in params if id(p) not in dead]
+            for name, params in self.optimizer_groups().items()
+        }
+
     def networks(self) -> list[nn.Module]:
         return [m for m in self.children() if isinstance(m, nn.Module)]
 
@@ -145,13 +164,24 @@ class GANModule(L.LightningModule):
     def configure_model(self) -> None:
         """Speed options, applied once the module is on its device. ``nn.Module.compile``
         compiles in place, so state-dict keys (and checkpoints) are unchanged."""
+        # before Lightning wraps the module in DDP, which registers what requires a gradient
+        for param in self.dead_parameters():
+            param.requires_grad_(False)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        if compile_pays_off(self.compile_networks, self.device, precision):
+        if compile_pays_off(self.compile_networks, self.target_device(), precision):
             log.info("compiling the networks with torch.compile (the first steps are slower)")
             for net in self.networks():
                 net.compile()
+
+    def target_device(self) -> torch.device:
+        """The device training runs on. In ``configure_model`` the module still sits on the CPU
+        (Lightning moves it afterwards), so ``self.device`` would apply the CPU's rules to a
+        GPU run; the strategy already knows its root device."""
+        if self._trainer is not None:
+            return self.trainer.strategy.root_device
+        return self.device
 
     def configure_optimizers(self) -> list[dict[str, Any]]:
         """One Adam per group, each with the epoch-wise linear-decay schedule (stepped in
@@ -162,9 +192,9 @@ class GANModule(L.LightningModule):
         )
         # fused Adam (one kernel for all parameters) on CUDA; the default foreach path elsewhere
         fused = cfg.get("fused")
-        fused = self.device.type == "cuda" if fused is None else bool(fused)
+        fused = self.target_device().type == "cuda" if fused is None else bool(fused)
         configs = []
-        for name, params in self.optimizer_groups().items():
+        for name, params in self.live_groups().items():
             opt = torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), fused=fused)
             scheduler = torch.optim.lr_scheduler.LambdaLR(opt, decay)
             configs.append(
@@ -173,6 +203,9 @@ class GANModule(L.LightningModule):
         return configs
 
     def on_train_epoch_end(self) -> None:
+        # before the epoch-end checkpoints (monitoring callbacks run after this hook)
+        self.settle_nonfinite()
+        self.log_epoch_losses()
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
@@ -187,6 +220,8 @@ class GANModule(L.LightningModule):
         # module's, so state changed there would miss the checkpoint of that batch
         self.batch_step = self.batches_seen
         self.batches_seen += 1
+        if self.nan_policy == "skip" and self._guard:
+            self._guard["carry"] = None  # a new batch: nothing poisoned yet
         self.d_augment.update(self._sum_over_ranks if self._world_size() > 1 else None)
 
     def _world_size(self) -> int:
@@ -251,49 +286,204 @@ class GANModule(L.LightningModule):
         loss: torch.Tensor,
         stage: str = "generator",
         terms: dict[str, torch.Tensor] | None = None,
-    ) -> bool:
-        """One optimiser step on ``loss``, guarded against NaN/Inf (see ``losses_are_finite``);
-        ``terms`` only name the culprits in the message. Returns whether it stepped."""
-        if not self.losses_are_finite({"total": loss, **(terms or {})}, stage):
-            return False
+    ) -> None:
+        """One optimiser step on ``loss``, guarded against NaN/Inf without waiting for the
+        device: a non-finite loss (``loss`` or one of ``terms``, which also name the culprits)
+        turns this step and every later one of the batch into a no-op — and, with
+        ``nan_policy=stop``, every later step of the run, until the next log or checkpoint
+        boundary raises (``settle_nonfinite``). No weight and no Adam moment ever moves on a
+        non-finite loss."""
+        ok = self.guard_losses({"total": loss, **(terms or {})}, stage)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        optimizer.step()
-        return True
+        if ok is None:
+            optimizer.step()
+            return
+        raw = getattr(optimizer, "optimizer", optimizer)
+        if getattr(raw, "_step_supports_amp_scaling", False) and raw.defaults.get("fused"):
+            # fused Adam skips its whole update (moments and step count included) on the device
+            # when ``found_inf`` is 1 — the mechanism GradScaler uses
+            raw.found_inf = (~ok).float()
+            try:
+                optimizer.step()
+            finally:
+                raw.__dict__.pop("found_inf", None)
+            self._guard["masked"] = self._guard["masked"] + (~ok).long()
+        elif bool(ok):
+            # a foreach/for-loop optimiser cannot skip on the device: ask the host (free on a
+            # CPU; on a GPU set model.optimizer.fused=true to avoid this wait)
+            optimizer.step()
 
-    def losses_are_finite(self, losses: dict[str, torch.Tensor], stage: str) -> bool:
-        """With ``nan_policy=stop`` a NaN/Inf loss ends training with a clear error before any
-        weight is touched (so the last checkpoint stays good); with ``skip`` the step is skipped
-        and counted; ``off`` trusts the loss. One host sync per call (none with ``off``)."""
+    def guard_losses(self, losses: dict[str, torch.Tensor], stage: str) -> torch.Tensor | None:
+        """Record which of ``losses`` are non-finite, on the device (identical on every DDP
+        rank), and return whether this step may update weights (None: ``nan_policy=off``)."""
         if self.nan_policy == "off":
-            return True
+            return None
         values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-        if bool(torch.isfinite(values).all()):
-            return True
-        bad = [name for name, v in zip(losses, values.tolist(), strict=True) if not np.isfinite(v)]
-        where = f"epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx}"
+        bad = ~torch.isfinite(values)
+        if self._world_size() > 1:
+            # one rank's skip must be every rank's, or the others wait for it forever
+            bad = all_reduce_sum(bad.float()) > 0
+        own_bad = bad.any()
+        g = self._guard
+        if not g:
+            zero = torch.zeros((), dtype=torch.long, device=values.device)
+            g.update(
+                count=zero, masked=zero, epoch=zero - 1, batch=zero - 1, culprits={}, carry=None
+            )
+        epoch, batch = self.current_epoch, self.batch_step
+        carry = g["carry"]
+        # a loss that is non-finite on its own counts once; the later steps of a poisoned
+        # batch (or, with ``stop``, of the run) are skipped without counting again
+        new = own_bad if carry is None else own_bad & carry
+        first_here = (g["batch"] < 0) | ((g["epoch"] == epoch) & (g["batch"] == batch))
+        names, previous = g["culprits"].get(stage, (tuple(losses), torch.zeros_like(bad)))
+        g["culprits"][stage] = (names, torch.where(new & first_here, bad, previous))
+        g["epoch"] = torch.where(new & (g["batch"] < 0), epoch, g["epoch"])
+        g["batch"] = torch.where(new & (g["batch"] < 0), batch, g["batch"])
+        g["count"] = g["count"] + new.long()
+        ok = ~own_bad if carry is None else ~own_bad & carry
+        g["carry"] = ok
+        return ok
+
+    def batch_ok(self) -> torch.Tensor | None:
+        """Device flag: no loss of this batch (with ``stop``: of the run) was non-finite so far
+        (None: nothing checked yet). Image pools take a batch's fakes only while it holds."""
+        return self._guard.get("carry")
+
+    def settle_nonfinite(self) -> int:
+        """Read the guard's device counters (one host sync): raise for ``nan_policy=stop``,
+        count and report skipped steps for ``skip``, and take the steps fused Adam masked out
+        off Lightning's optimiser-step count (so ``global_step`` counts weight updates, as a
+        skipped step never called the optimiser). Returns the number of masked steps."""
+        g = self._guard
+        if not g:
+            return 0
+        count, masked = int(g["count"]), int(g["masked"])
+        if masked and self._trainer is not None:
+            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            for tracker in (progress.total, progress.current):
+                tracker.ready -= masked
+                tracker.completed -= masked
+        g["masked"] = g["masked"] - masked
+        if count == 0:
+            return masked
+        epoch, batch = int(g["epoch"]), int(g["batch"])
+        stage, bad = "generator", ["?"]
+        for name, (names, flags) in g["culprits"].items():
+            hits = [n for n, f in zip(names, flags.tolist(), strict=True) if f]
+            if hits:
+                stage, bad = name, hits
+                break
+        where = f"epoch {epoch}, batch {self._batch_in_epoch(batch)}"
         if self.nan_policy == "stop":
             raise TrainingDivergedError(
                 f"non-finite {stage} loss ({', '.join(bad)}) at {where}; training stopped before "
-                "updating any weights, so the last checkpoint is intact. Lower the learning "
-                "rate or the λ weights, check the data, or set model.nan_policy=skip."
+                "updating any weights with it or after it, so the last checkpoint is intact. "
+                "Lower the learning rate or the λ weights, check the data, or set "
+                "model.nan_policy=skip."
             )
-        self.skipped_steps += 1
-        log.warning("skipping the %s step at %s: non-finite %s", stage, where, ", ".join(bad))
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        self.skipped_steps += count
+        log.warning(
+            "skipped %d poisoned step(s) (the first: %s at %s, non-finite %s)",
+            count,
+            stage,
+            where,
+            ", ".join(bad),
+        )
+        zero = torch.zeros_like(g["count"])
+        g.update(count=zero, epoch=zero - 1, batch=zero - 1, culprits={})
+        return masked
+
+    def _batch_in_epoch(self, batch_step: int) -> int:
+        """The epoch's batch index of a running-batch number recorded in this epoch."""
+        if self._trainer is None:
+            return batch_step
+        loop = self.trainer.fit_loop.epoch_loop
+        return loop.batch_idx - (self.batch_step - batch_step)
+
+    def at_sync_boundary(self) -> bool:
+        """Whether this batch ends at a point that reads the device anyway: a logging step or
+        a batch-cadence checkpoint/sample callback (they run before the module's batch-end
+        hook, so the guard settles at the end of ``training_step``)."""
+        if self._trainer is None:
+            return True
+        trainer = self.trainer
+        if trainer._logger_connector.should_update_logs:
+            return True
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        for callback in trainer.callbacks:
+            n = getattr(callback, "every_n_batches", 0) or 0
+            if n > 0 and done % n == 0:
+                return True
+            if getattr(callback, "_every_n_train_steps", 0):
+                return True  # a step-cadence ModelCheckpoint: its steps are counted here
         return False
 
+    def end_of_step(self) -> None:
+        """Settle the NaN guard where the step syncs anyway (see ``at_sync_boundary``)."""
+        if self._guard and self.at_sync_boundary():
+            self.settle_nonfinite()
+            if self.nan_policy == "skip":
+                self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
+
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
-        """Per-step curves from this rank (no cross-rank sync per step); epoch means over all
-        ranks, synchronised once per epoch."""
-        values = {k: v.detach() for k, v in losses.items()}
-        self.log_dict({f"train/{k}_step": v for k, v in values.items()}, batch_size=batch_size)
+        """Stack a step's losses into one tensor: add it (batch-size weighted, finite values
+        only) to the epoch's sums on the device, and hand it to the logger only where Lightning
+        writes step metrics (every ``log_every_n_steps``, and the epoch's last batch, which
+        ``trainer.logged_metrics`` shows) — a few kernels per step instead of a dozen
+        ``self.log`` calls. Epoch means over all ranks are logged in ``on_train_epoch_end``."""
+        names = tuple(losses)
+        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+        finite = torch.isfinite(values)
+        sums = torch.where(finite, values, 0.0) * batch_size
+        counts = finite.float() * batch_size
+        if names in self._epoch_losses:
+            old_sums, old_counts = self._epoch_losses[names]
+            sums = old_sums.to(sums.device) + sums
+            counts = old_counts.to(counts.device) + counts
+        self._epoch_losses[names] = (sums, counts)
+        if self._trainer is not None and self._writes_step_metrics():
+            self.log_dict(
+                {f"train/{k}_step": v for k, v in zip(names, values.unbind(), strict=True)},
+                batch_size=batch_size,
+            )
+
+    def _writes_step_metrics(self) -> bool:
+        trainer = self.trainer
+        if trainer._logger_connector.should_update_logs:
+            return True
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        return progress.is_last_batch or progress.current.ready >= trainer.num_training_batches
+
+    def log_epoch_losses(self) -> None:
+        """The epoch's mean of each loss over every rank's batches (one all-reduce), logged as
+        ``train/<name>_epoch``; then the sums start over."""
+        totals: dict[str, list[torch.Tensor]] = {}
+        for names, (sums, counts) in self._epoch_losses.items():
+            for i, name in enumerate(names):
+                acc = totals.setdefault(name, [sums.new_zeros(()), sums.new_zeros(())])
+                acc[0] = acc[0] + sums[i].to(acc[0].device)
+                acc[1] = acc[1] + counts[i].to(acc[1].device)
+        self._epoch_losses = {}
+        if not totals:
+            return
+        stacked = torch.stack([torch.stack(acc) for acc in totals.values()])
+        if self._world_size() > 1:
+            stacked = self.trainer.strategy.reduce(stacked.to(self.device), reduce_op="sum")
+        means = stacked[:, 0] / stacked[:, 1].clamp_min(1e-12)
+        seen = (stacked[:, 1] > 0).tolist()
         self.log_dict(
-            {f"train/{k}_epoch": v for k, v in values.items()},
+            {
+                f"train/{name}_epoch": mean
+                for name, mean, ok in zip(totals, means.unbind(), seen, strict=True)
+                if ok
+            },
             on_step=False,
             on_epoch=True,
+            # equal on every rank already: the mean over ranks leaves them as they are
             sync_dist=True,
-            batch_size=batch_size,
+            batch_size=1,
         )
 
     @torch.no_grad()
@@ -310,7 +500,22 @@ class GANModule(L.LightningModule):
         finally:
             self.train(was_training)
 
+    def on_fit_start(self) -> None:
+        # after a resume the pools hold the checkpoint's CPU tensors: every swap would be a
+        # blocking host→device copy
+        for pool in self.pools.values():
+            pool.to(self.device)
+
+    def on_train_end(self) -> None:
+        self.settle_nonfinite()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a save outside the boundaries the guard knows: stop before writing a poisoned run,
+        # and keep the recorded step count to the weight updates
+        masked = self.settle_nonfinite()
+        if masked:
+            checkpoint["global_step"] = self.trainer.global_step
+            checkpoint["loops"] = self.trainer._checkpoint_connector._get_loops_state_dict()
         cls = type(self)
         checkpoint["defectsynth"] = {
             "model_class": f"{cls.__module__}.{cls.__qualname__}",
@@ -322,9 +527,15 @@ class GANModule(L.LightningModule):
         checkpoint["low_data"] = {
             "batches_seen": self.batches_seen,
             "d_augment": self.d_augment.state_dict(),
+            # a resume mid-epoch still logs the whole epoch's means
+            "epoch_losses": [
+                [list(names), sums.cpu(), counts.cpu()]
+                for names, (sums, counts) in self._epoch_losses.items()
+            ],
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._drop_dead_optimizer_states(checkpoint)
         for key, state in (checkpoint.get("image_pools") or {}).items():
             if key in self.pools:
                 self.pools[key].load_state_dict(state)
@@ -334,6 +545,51 @@ class GANModule(L.LightningModule):
         self.batches_seen = int(state.get("batches_seen", 0))
         if "d_augment" in state:
             self.d_augment.load_state_dict(state["d_augment"])
+        self._epoch_losses = {
+            tuple(names): (sums, counts) for names, sums, counts in state.get("epoch_losses", [])
+        }
+
+    def _drop_dead_optimizer_states(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint whose optimisers still held the dead parameters (written before they
+        were left out) resumes: their entries are dropped and the rest renumbered, so every
+        live parameter keeps its Adam moments."""
+        states = checkpoint.get("optimizer_states")
+        if not states:
+            return
+        live = self.live_groups()
+        for state, (name, params) in zip(states, self.optimizer_groups().items(), strict=False):
+            full = list(params)
+            groups = state.get("param_groups") or []
+            if len(groups) != 1 or len(groups[0]["params"]) != len(full):
+                continue  # already without them, or not this layout
+            if len(live[name]) == len(full):
+                continue
+            alive = {id(p) for p in live[name]}
+            old_ids = groups[0]["params"]
+            renumber = {
+                old: new
+                for new, old in enumerate(
+                    i for i, p in zip(old_ids, full, strict=True) if id(p) in alive
+                )
+            }
+            state["state"] = {
+                renumber[i]: value for i, value in state["state"].items() if i in renumber
+            }
+            groups[0]["params"] = list(range(len(renumber)))
+            log.info(
+                "optimizer %s: dropped the state of %d parameters that feed no loss",
+                name,
+                len(full) - len(renumber),
+            )
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over the DDP ranks, in place, queued on the device. Not Lightning's
+    ``strategy.reduce``: that puts a barrier first, which under NCCL blocks the host until the
+    device has caught up — a host sync on every call."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    return tensor
 
 
 def rng_states() -> dict[str, Any]:

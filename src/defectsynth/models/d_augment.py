@@ -194,11 +194,13 @@ class DiscriminatorAugment:
     def observe(self, name: str, pred_real: torch.Tensor, threshold: float = 0.5) -> None:
         """Record D's scores on reals: r_t = E[sign(D(real) − threshold)] (threshold 0.5 for
         least-squares targets 1/0, 0 for logits); +1 means D is sure of every real patch."""
-        signs = torch.sign(pred_real.detach().float() - threshold)
-        total, count = float(signs.sum()), float(signs.numel())
+        # the sum stays on the device (an exact integer): it is read only where p is adapted
+        # (ADA, every ``interval`` batches) and at epoch end, never per step
+        total = torch.sign(pred_real.detach().float() - threshold).sum(dtype=torch.int64)
+        count = float(pred_real.numel())
         for store in (self.pending, self.epoch):
-            acc = store.setdefault(name, [0.0, 0.0, 0])
-            acc[0] += total
+            acc = store.setdefault(name, [0, 0.0, 0])
+            acc[0] = acc[0] + total
             acc[1] += count
             acc[2] += 1
 
@@ -215,7 +217,7 @@ class DiscriminatorAugment:
             total, count, steps = self.pending[name]
             if steps < interval:
                 continue
-            stats = torch.tensor([total, count], dtype=torch.float64)
+            stats = torch.tensor([float(total), count], dtype=torch.float64)
             if reduce is not None:
                 stats = reduce(stats)
             r_t = float(stats[0] / stats[1]) if float(stats[1]) > 0 else 0.0
@@ -223,11 +225,11 @@ class DiscriminatorAugment:
             pipe = self.pipeline(name)
             new_p = pipe.p + direction * interval / float(o["speed_batches"])
             pipe.set_p(min(max(new_p, 0.0), float(o["p_max"])))
-            self.pending[name] = [0.0, 0.0, 0]
+            self.pending[name] = [0, 0.0, 0]
 
     def epoch_metrics(self) -> dict[str, float]:
         """This epoch's r_t per discriminator and the current p (mode ≠ none)."""
-        out = {f"daug/rt_{n}": s / c for n, (s, c, _) in sorted(self.epoch.items()) if c}
+        out = {f"daug/rt_{n}": float(s) / c for n, (s, c, _) in sorted(self.epoch.items()) if c}
         if self.mode != "none":
             out.update({f"daug/p_{n}": self.p(n) for n in sorted(self.epoch)})
         return out
@@ -239,15 +241,27 @@ class DiscriminatorAugment:
     def state_dict(self) -> dict[str, Any]:
         return {
             "p": {n: pipe.p for n, pipe in self.pipelines.items()},
-            "pending": {n: list(v) for n, v in self.pending.items()},
-            "epoch": {n: list(v) for n, v in self.epoch.items()},
+            "pending": {n: _plain(v) for n, v in self.pending.items()},
+            "epoch": {n: _plain(v) for n, v in self.epoch.items()},
             "rng": self.rng.get_state() if self.rng is not None else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name, p in (state.get("p") or {}).items():
             self.pipeline(name).set_p(float(p))
-        self.pending = {n: list(v) for n, v in (state.get("pending") or {}).items()}
-        self.epoch = {n: list(v) for n, v in (state.get("epoch") or {}).items()}
+        # sums of signs are integers: kept as such, they add exactly to the device's int64 sums
+        self.pending = {n: _counted(v) for n, v in (state.get("pending") or {}).items()}
+        self.epoch = {n: _counted(v) for n, v in (state.get("epoch") or {}).items()}
         if self.rng is not None and state.get("rng") is not None:
             self.rng.set_state(state["rng"])
+
+
+def _plain(acc: list[Any]) -> list[float | int]:
+    """An accumulator as checkpointed before the sums stayed on the device: plain numbers."""
+    total, count, steps = acc
+    return [float(total), float(count), int(steps)]
+
+
+def _counted(acc: list[Any]) -> list[Any]:
+    total, count, steps = acc
+    return [round(float(total)), float(count), int(steps)]

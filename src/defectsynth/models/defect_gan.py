@@ -95,6 +95,8 @@ class DefectGAN(GANModule):
 
         # F has G's architecture (as in the paper); its mask output feeds no loss term, so
         # F runs without its mask branch, except under ``compose_inverse`` where it composes
+        # (otherwise the branch stays in the module, for checkpoints, but out of the
+        # optimiser: see ``dead_parameters``)
         self.G = DefectGenerator(**generator)
         self.F = DefectGenerator(**generator)
         self.D_X = PatchDiscriminator(3, **discriminator)
@@ -155,6 +157,20 @@ class DefectGAN(GANModule):
 
     def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self(x)
+
+    def trains_g_mask(self) -> bool:
+        """Whether G's mask output feeds a loss: L_C or L_B, or a composition through it."""
+        return self.stabilize["compose"] != "none" or any(t in self.terms for t in MASK_TERMS)
+
+    def dead_parameters(self) -> list[nn.Parameter]:
+        """F's mask branch (its output is used only under ``compose_inverse``) and, with
+        ``ablation=no_LC_LB`` and no composition, G's."""
+        dead: list[nn.Parameter] = []
+        if not self.stabilize["compose_inverse"] and self.F.mask_branch is not None:
+            dead += self.F.mask_branch.parameters()
+        if not self.trains_g_mask() and self.G.mask_branch is not None:
+            dead += self.G.mask_branch.parameters()
+        return dead
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         """G and F share one Adam (as in CycleGAN); each discriminator has its own."""
@@ -234,8 +250,9 @@ class DefectGAN(GANModule):
         fake_x: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Each D's loss (with its R1 term when configured), and the R1 values to log."""
-        pooled_y = self.pools["Y"].query(fake_y)
-        pooled_x = self.pools["X"].query(fake_x)
+        keep = self.batch_ok()
+        pooled_y = self.pools["Y"].query(fake_y, keep)
+        pooled_x = self.pools["X"].query(fake_x, keep)
         out, extras = {}, {}
         out["D_X"], more = self.discriminator_loss("D_X", self.D_X, x, pooled_x)
         extras.update(more)
@@ -258,11 +275,12 @@ class DefectGAN(GANModule):
             terms = self.generator_losses(x, y, fake_y, fake_mask, fake_x)
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
-            if not self.step(opt_g, total, "generator", terms):
-                return  # nan_policy=skip: this batch updates nothing
+            # a non-finite loss here makes the rest of the batch a no-op (see ``step``)
+            self.step(opt_g, total, "generator", terms)
 
         logged = self.discriminator_steps(opt_ds, x, y, y_mask, fake_y, fake_mask, fake_x)
         self.log_losses(self.with_generator_terms(logged, terms, total), batch_size=x.shape[0])
+        self.end_of_step()
 
     def discriminator_steps(
         self,
@@ -284,7 +302,8 @@ class DefectGAN(GANModule):
         logged = {f"loss_{k}": v for k, v in d_losses.items()}
         logged.update(extras)
         if self.stabilize["warmup_batches"]:
-            logged["warmup"] = torch.tensor(self.warmup(), device=x.device)
+            # a fill, not a host→device copy (which would wait for the device)
+            logged["warmup"] = torch.full((), self.warmup(), device=x.device)
         return logged
 
     @staticmethod

@@ -83,6 +83,9 @@ class DefectGANControl(DefectGAN):
             **self.generator_options, z_dim=int(self.control["z_dim"]), n_types=n_types
         )
 
+    def trains_g_mask(self) -> bool:
+        return super().trains_g_mask() or "mask_follow" in self.control_terms
+
     @property
     def n_types(self) -> int:
         return self.G.n_types
@@ -273,8 +276,7 @@ class DefectGANControl(DefectGAN):
             )
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
-            if not self.step(opt_g, total, "generator", terms):
-                return
+            self.step(opt_g, total, "generator", terms)
 
         logged = self.discriminator_steps(opt_ds, x, y, y_mask, fake_y, fake_mask, fake_x)
         logged = self.with_generator_terms(logged, terms, total)
@@ -286,3 +288,4 @@ class DefectGANControl(DefectGAN):
             union = (hard | want).flatten(1).sum(1).float().clamp_min(1)
             logged["mask_iou"] = (inter / union).mean()
         self.log_losses(logged, batch_size=x.shape[0])
+        self.end_of_step()

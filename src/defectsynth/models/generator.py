@@ -197,7 +197,12 @@ class ControllableGenerator(DefectGenerator):
             return z
         if defect_type is None:
             raise ValueError(f"this generator has {self.n_types} defect types: pass defect_type")
-        if int(defect_type.min()) < 0 or int(defect_type.max()) >= self.n_types:
+        # checked on the host for the types a user asks for (eval mode: synthesis); training
+        # batches carry the datamodule's own indices, and reading them would make every step
+        # wait for the device (a bad one still fails in one_hot, or a device-side assert)
+        if not self.training and (
+            int(defect_type.min()) < 0 or int(defect_type.max()) >= self.n_types
+        ):
             raise ValueError(f"defect_type out of range 0..{self.n_types - 1}")
         one_hot = nn.functional.one_hot(defect_type.long(), self.n_types).to(z.dtype)
         return torch.cat([z, one_hot], dim=1)

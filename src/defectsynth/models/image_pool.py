@@ -21,22 +21,35 @@ class ImagePool:
     def __len__(self) -> int:
         return len(self.images)
 
-    def query(self, images: torch.Tensor) -> torch.Tensor:
+    def query(self, images: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``keep`` (a device bool, e.g. the NaN guard's batch flag): store the new fakes only
+        where it holds, so a poisoned batch never enters the pool — decided on the device, as
+        the draws below are made on the host from the pool's own generator."""
         if self.size <= 0:
             return images
         out = []
         for image in images.detach():
             image = image.unsqueeze(0)
             if len(self.images) < self.size:
-                self.images.append(image.clone())
+                # a rejected fake takes the slot as a copy of a kept one (or as zeros at first)
+                fallback = self.images[-1] if self.images else torch.zeros_like(image)
+                self.images.append(self._kept(image, fallback, keep))
                 out.append(image)
-            elif torch.rand(1, generator=self.generator).item() < 0.5:
-                i = int(torch.randint(len(self.images), (1,), generator=self.generator))
-                out.append(self.images[i].to(image.device, image.dtype))
-                self.images[i] = image.clone()
+            # ``.numpy()``: the draws live on the CPU, so reading them never waits for a device
+            elif torch.rand(1, generator=self.generator).numpy()[0] < 0.5:
+                i = int(torch.randint(len(self.images), (1,), generator=self.generator).numpy()[0])
+                stored = self.images[i].to(image.device, image.dtype)
+                out.append(stored)
+                self.images[i] = self._kept(image, stored, keep)
             else:
                 out.append(image)
         return torch.cat(out, dim=0)
+
+    @staticmethod
+    def _kept(image: torch.Tensor, old: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        if keep is None:
+            return image.clone()
+        return torch.where(keep, image, old.to(image.device, image.dtype))
 
     def state_dict(self) -> dict:
         stacked = torch.cat(self.images).cpu() if self.images else torch.empty(0)

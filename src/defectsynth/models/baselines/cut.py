@@ -272,14 +272,12 @@ class CUT(GANModule):
         fake = self.G(real.flip(3) if flipped else real, with_mask=False)[0]
 
         d_loss, extras = self.d_loss(y, fake[: len(x)])
-        if not self.step(opt_d, d_loss, "discriminator"):
-            return
+        self.step(opt_d, d_loss, "discriminator")
 
         with self.toggled_optimizer(opt_g):
             terms, patches = self.generator_losses(x, y, fake, flipped)
             total = self.weighted_total(terms)
-            if not self.step(opt_g, total, "generator", terms):
-                return
+            self.step(opt_g, total, "generator", terms)
 
         logged = {f"loss_{k}": v for k, v in terms.items()}
         logged["loss_G_total"] = total
@@ -287,6 +285,7 @@ class CUT(GANModule):
         logged.update(extras)
         logged.update(self.after_generator_step(patches, others))
         self.log_losses(logged, batch_size=x.shape[0])
+        self.end_of_step()
 
     def after_generator_step(
         self, patches: list[NCEPatches], optimizers: list[Any]

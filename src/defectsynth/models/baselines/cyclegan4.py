@@ -120,8 +120,9 @@ class CycleGAN4(GANModule):
         self, x: torch.Tensor, y4: torch.Tensor, fake_y4: torch.Tensor, fake_x: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Each D's loss (augmented and R1-regularised as configured) and the R1 values."""
-        pooled_x = self.pools["X"].query(fake_x)
-        pooled_y = self.pools["Y"].query(fake_y4)
+        keep = self.batch_ok()
+        pooled_x = self.pools["X"].query(fake_x, keep)
+        pooled_y = self.pools["Y"].query(fake_y4, keep)
         out, extras = {}, {}
         out["D_X"], more = self.discriminator_loss("D_X", self.D_X, x, pooled_x)
         extras.update(more)
@@ -141,8 +142,7 @@ class CycleGAN4(GANModule):
             terms = self.generator_losses(x, y4, fake_y4, fake_x)
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
-            if not self.step(opt_g, total, "generator", terms):
-                return
+            self.step(opt_g, total, "generator", terms)
 
         d_losses, extras = self.discriminator_losses(x, y4, fake_y4.detach(), fake_x.detach())
         for (name, value), opt in zip(d_losses.items(), opt_ds, strict=True):
@@ -153,3 +153,4 @@ class CycleGAN4(GANModule):
         logged.update({f"loss_{k}": v for k, v in d_losses.items()})
         logged.update(extras)
         self.log_losses(logged, batch_size=x.shape[0])
+        self.end_of_step()

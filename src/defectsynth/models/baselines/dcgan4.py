@@ -192,11 +192,10 @@ class DCGAN4(GANModule):
         d_loss, extras = self.discriminator_loss(
             "D", self.D, real, pooled, loss=bce_discriminator_loss, threshold=0.0
         )
-        if not self.step(opt_d, d_loss, "discriminator"):
-            return
+        self.step(opt_d, d_loss, "discriminator")
 
         with self.toggled_optimizer(opt_g):
             g_loss = nonsaturating_generator_loss(self.judge("D", self.D, fake))
-            if not self.step(opt_g, g_loss, "generator"):
-                return
+            self.step(opt_g, g_loss, "generator")
         self.log_losses({"loss_D": d_loss, "loss_G": g_loss, **extras}, batch_size=len(real))
+        self.end_of_step()
