@@ -31,7 +31,8 @@ class _CheckInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[2] == 299 and x.shape[3] == 299
-        assert bool(x.min() >= -1.0) and bool(x.max() <= 0.9921875)
+        # bilinear up-sampling of a constant can overshoot by an ulp (single-threaded kernels)
+        assert bool(x.min() >= -1.0 - 1e-6) and bool(x.max() <= 0.9921875 + 1e-6)
         return x
 
 
