@@ -81,3 +81,17 @@ def test_report_renders_in_headless_chromium_without_console_errors(report, tmp_
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     gallery = pixels[100:400, 40:1100]  # under the title: the sample pictures
     assert gallery.std() > 20, "the gallery area of the screenshot is blank"
+
+
+def test_overfitting_signal_gets_its_own_panel():
+    from defectsynth.report import loss_plots
+
+    rows = [
+        {"epoch": str(e), "train/loss_G_total_epoch": "1.0", "daug/rt_D_Y": str(0.1 * e)}
+        for e in range(3)
+    ]
+    panels = loss_plots(rows)
+    assert len(panels) == 2
+    assert any("Overfitting signal" in svg and "rt_D_Y" in svg for svg in panels)
+    # a run without the signal (no daug columns) has no such panel
+    assert len(loss_plots([{"epoch": "0", "train/loss_G_total_epoch": "1.0"}])) == 1

@@ -45,6 +45,17 @@ CURVES = {  # panel title → loss-curve columns of metrics.csv (epoch means)
         "train/loss_D_C_epoch",
         "train/loss_D_epoch",
     ],
+    # the discriminators' overfitting signal r_t = E[sign(D(real) − ½)] and ADA's p (issue 15)
+    "Overfitting signal (r_t) and augmentation p": [
+        "daug/rt_D_X",
+        "daug/rt_D_Y",
+        "daug/rt_D_C",
+        "daug/rt_D",
+        "daug/p_D_X",
+        "daug/p_D_Y",
+        "daug/p_D_C",
+        "daug/p_D",
+    ],
 }
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -100,13 +111,13 @@ def loss_plots(rows: list[dict[str, str]]) -> list[str]:
                     ys,
                     marker="o",
                     markersize=3,
-                    label=column.removeprefix("train/loss_").removesuffix("_epoch"),
+                    label=column.split("/")[-1].removeprefix("loss_").removesuffix("_epoch"),
                 )
                 drawn = True
         if not drawn:
             plt.close(fig)
             continue
-        ax.set(title=title, xlabel="epoch", ylabel="loss")
+        ax.set(title=title, xlabel="epoch", ylabel="value" if "r_t" in title else "loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         buffer = io.StringIO()
