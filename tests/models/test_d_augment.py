@@ -148,7 +148,9 @@ def test_gradients_flow_through_the_augmentation_into_the_generator():
     normal, defect = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
     fake_y, fake_mask = model.G(normal)
     fake_x, _ = model.F(defect)
-    terms = model.generator_losses(normal, defect, fake_y, fake_mask, fake_x)
+    terms = model.generator_losses(
+        normal, defect, fake_y, fake_mask, fake_x, (defect[:, :1] > 0).float()
+    )
     terms["coherence"].backward()
     grads = [p.grad for p in model.G.mask_branch.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0

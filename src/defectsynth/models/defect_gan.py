@@ -29,6 +29,7 @@ LAMBDA_OF_TERM = {
     "identity": "lambda_id",
     "coherence": "lambda_c",
     "background": "lambda_b",
+    "mask_area": "lambda_area",
 }
 LOSS_DEFAULTS: dict[str, Any] = {
     "lambda_gan": 1.0,
@@ -39,11 +40,14 @@ LOSS_DEFAULTS: dict[str, Any] = {
     "lambda_b": 0.05,
     "background_region": "outside",
     "background_reduction": "mean",
+    # not in the paper: a hinge on the area of G's thresholded mask (losses.mask_area_loss)
+    "lambda_area": 0.0,
+    "area_tolerance": 2.0,
 }
 BASE_TERMS = ("gan_G", "gan_F", "cycle", "identity")
 OPTIONAL_TERMS = ("coherence", "background")
 # the terms the warm-up (model.stabilize.warmup_batches) ramps in
-MASK_TERMS = ("coherence", "background")
+MASK_TERMS = ("coherence", "background", "mask_area")
 COHERENCE_VIEWS = ("image_mask", "masked_image")
 MASK_MATCHES = ("none", "blur", "binarize")
 COMPOSES = ("none", "blend", "paste")
@@ -92,6 +96,8 @@ class DefectGAN(GANModule):
         enabled = {"coherence": True, "background": True, **(ablation or {})}
         enabled.pop("name", None)
         self.terms = (*BASE_TERMS, *(t for t in OPTIONAL_TERMS if enabled[t]))
+        if float(self.loss_config["lambda_area"]) > 0:
+            self.terms += ("mask_area",)
 
         # F has G's architecture (as in the paper); its mask output feeds no loss term, so
         # F runs without its mask branch, except under ``compose_inverse`` where it composes
@@ -151,7 +157,7 @@ class DefectGAN(GANModule):
             if compose == "paste":
                 # straight-through: a {0, 1} cut-out forward (the background stays the source's
                 # exact pixels), the soft mask's gradient backward
-                alpha = mask + ((mask >= 0.5).to(mask.dtype) - mask).detach()
+                alpha = losses.hard_mask(mask)
             image = alpha * image + (1 - alpha) * x
         return image, mask if with_mask else None
 
@@ -192,7 +198,7 @@ class DefectGAN(GANModule):
             mask = gaussian_blur2d(mask, (size, size), (sigma, sigma))
         elif match == "binarize" and not real:
             # straight-through: forward a {0, 1} mask like the real ones, backward the identity
-            mask = mask + ((mask >= 0.5).to(mask.dtype) - mask).detach()
+            mask = losses.hard_mask(mask)
         if self.stabilize["coherence_view"] == "masked_image":
             image = image * mask
         return losses.coherence_input(image, mask)
@@ -204,9 +210,11 @@ class DefectGAN(GANModule):
         fake_y: torch.Tensor,
         fake_mask: torch.Tensor,
         fake_x: torch.Tensor,
+        y_mask: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Each unweighted term of Eq. 4 for one batch; G(x) and F(y) are computed by the caller
-        once and reused for every term and for the discriminator steps."""
+        once and reused for every term and for the discriminator steps. ``y_mask``: the real
+        defects' masks (the mask-area term's reference)."""
         rec_x = self.restore(fake_y)
         rec_y, _ = self.translate(fake_x, with_mask=False)
         out = {
@@ -218,14 +226,23 @@ class DefectGAN(GANModule):
             out["identity"] = losses.identity_loss(
                 self.translate(y, with_mask=False)[0], y
             ) + losses.identity_loss(self.restore(x), x)
-        out.update(self.mask_losses(x, fake_y, fake_mask))
+        out.update(self.mask_losses(x, fake_y, fake_mask, y_mask))
         return out
 
     def mask_losses(
-        self, x: torch.Tensor, fake_y: torch.Tensor, fake_mask: torch.Tensor
+        self,
+        x: torch.Tensor,
+        fake_y: torch.Tensor,
+        fake_mask: torch.Tensor,
+        y_mask: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """L_C and L_B of Eq. 4, those the ablation keeps (shared with the controllable model)."""
+        """L_C and L_B of Eq. 4, those the ablation keeps, and the mask-area term when
+        ``loss.lambda_area`` > 0 (shared with the controllable model)."""
         out: dict[str, torch.Tensor] = {}
+        if "mask_area" in self.terms:
+            out["mask_area"] = losses.mask_area_loss(
+                fake_mask, y_mask, float(self.loss_config["area_tolerance"])
+            )
         if "coherence" in self.terms:
             out["coherence"] = losses.lsgan_generator_loss(
                 self.judge("D_C", self.D_C, self.coherence_view(fake_y, fake_mask, real=False))
@@ -272,13 +289,15 @@ class DefectGAN(GANModule):
         with self.toggled_optimizer(opt_g):
             fake_y, fake_mask = self.translate(x)
             fake_x = self.restore(y)
-            terms = self.generator_losses(x, y, fake_y, fake_mask, fake_x)
+            terms = self.generator_losses(x, y, fake_y, fake_mask, fake_x, y_mask)
             weights = self.weights
             total = sum(weights[name] * value for name, value in terms.items())
             # a non-finite loss here makes the rest of the batch a no-op (see ``step``)
             self.step(opt_g, total, "generator", terms)
 
         logged = self.discriminator_steps(opt_ds, x, y, y_mask, fake_y, fake_mask, fake_x)
+        # the share of pixels G marks as defect: a G that hides its defect shows here first
+        logged["fake_mask_area"] = (fake_mask.detach() >= 0.5).float().mean()
         self.log_losses(self.with_generator_terms(logged, terms, total), batch_size=x.shape[0])
         self.end_of_step()
 

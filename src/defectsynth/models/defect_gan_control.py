@@ -242,7 +242,7 @@ class DefectGANControl(DefectGAN):
             out["identity"] = losses.identity_loss(same_y, y) + losses.identity_loss(
                 self.restore(x), x
             )
-        out.update(self.mask_losses(x, fake_y, fake_mask))
+        out.update(self.mask_losses(x, fake_y, fake_mask, y_mask))
         if "mask_follow" in self.control_terms:
             out["mask_follow"] = losses.mask_follow_loss(
                 fake_mask, requested, self.control["mask_loss"]

@@ -62,6 +62,29 @@ def background_loss(
     return F.mse_loss(source * weight, generated * weight, reduction=reduction)
 
 
+def hard_mask(mask: torch.Tensor) -> torch.Tensor:
+    """The {0, 1} mask a threshold at 0.5 gives, with the soft mask's gradient (straight-through)."""
+    return mask + ((mask >= 0.5).to(mask.dtype) - mask).detach()
+
+
+def mask_area_loss(
+    mask: torch.Tensor, real_masks: torch.Tensor, tolerance: float = 2.0
+) -> torch.Tensor:
+    """A defective image has a defect: hinge on the area of G's thresholded mask, per sample,
+    relative to the mean area ``a`` of the batch's real masks — zero inside [a / tolerance,
+    a · tolerance], rising linearly to 1 at an empty mask (and above the band likewise).
+    Not in the paper: without it a composing G can keep its mask just under the threshold
+    and paste nothing (README, "Low-data training")."""
+    if tolerance < 1:
+        raise ValueError(f"mask area tolerance {tolerance}; expected ≥ 1")
+    area = hard_mask(mask).flatten(1).mean(1)
+    target = real_masks.detach().float().flatten(1).mean().clamp_min(1e-4)
+    low, high = target / tolerance, (target * tolerance).clamp_max(1.0)
+    below = F.relu(low - area) / low
+    above = F.relu(area - high) / (1 - high).clamp_min(1e-4)
+    return (below + above).mean()
+
+
 def r1_penalty(pred_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): E over samples of ‖∇_x D(x)‖² at the real inputs ``real``
     (which must require grad). ``create_graph``: the penalty is itself differentiated in D's
