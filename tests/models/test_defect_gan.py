@@ -31,7 +31,8 @@ def test_each_ablation_removes_exactly_its_terms_and_networks(name):
     x = torch.rand(1, 3, 16, 16) * 2 - 1
     fake_y, fake_mask = model.G(x)
     fake_x, _ = model.F(x)
-    assert set(model.generator_losses(x, x, fake_y, fake_mask, fake_x, fake_mask.detach())) == set(model.terms)
+    terms = model.generator_losses(x, x, fake_y, fake_mask, fake_x, fake_mask.detach())
+    assert set(terms) == set(model.terms)
 
 
 def test_weights_come_from_the_loss_config_once_per_term():
@@ -139,3 +140,18 @@ def test_checkpoint_round_trip_keeps_hparams_and_pools(tmp_path):
     assert len(restored.pools["Y"]) == 2
     for k, v in model.state_dict().items():
         assert torch.equal(v, restored.state_dict()[k])
+
+
+def test_mask_area_term_is_off_in_the_paper_and_trains_when_weighted():
+    assert "mask_area" not in DefectGAN(**TINY).terms
+    torch.manual_seed(0)
+    model = DefectGAN(
+        **TINY, loss={"lambda_area": 4.0}, stabilize={"compose": "paste", "warmup_batches": 8}
+    )
+    assert "mask_area" in model.terms
+    assert model.weights["mask_area"] == 0.0  # ramped in by the warm-up like L_C and L_B
+    trainer = fit(model, batches=2)
+    m = trainer.callback_metrics
+    assert 0.0 <= float(m["train/loss_mask_area_step"]) <= 1.0
+    assert 0.0 <= float(m["train/fake_mask_area_step"]) <= 1.0
+    assert 0.0 < model.weights["mask_area"] < 4.0

@@ -53,3 +53,44 @@ def test_coherence_input_concatenates_image_and_mask():
     image, mask = torch.zeros(2, 3, 4, 4), torch.ones(2, 1, 4, 4)
     both = losses.coherence_input(image, mask)
     assert both.shape == (2, 4, 4, 4) and torch.equal(both[:, 3:], mask)
+
+
+def _disc_mask(size: int, radius: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    c = size // 2
+    return (((yy - c) ** 2 + (xx - c) ** 2) <= radius**2).float()[None, None]
+
+
+def test_mask_area_loss_is_zero_inside_the_band_and_one_for_an_empty_mask():
+    real = _disc_mask(32, 5)  # area a ≈ 0.077
+    a = float(real.mean())
+    assert losses.mask_area_loss(real.clone(), real) == 0
+    assert losses.mask_area_loss(_disc_mask(32, 4), real) == 0  # ≈ 0.64 a: inside [a/2, 2a]
+    # just under the threshold everywhere: pasted area 0, the worst case
+    assert losses.mask_area_loss(torch.full_like(real, 0.49), real) == pytest.approx(1.0)
+    half = torch.zeros_like(real).flatten()
+    half[: round(a / 4 * half.numel())] = 1.0  # a / 4: halfway from empty to a / 2
+    got = float(losses.mask_area_loss(half.view_as(real), real))
+    assert got == pytest.approx(0.5, abs=0.02)
+    assert losses.mask_area_loss(torch.ones_like(real), real) == pytest.approx(1.0)
+
+
+def test_mask_area_loss_raises_a_hiding_mask_and_lowers_a_flooding_one():
+    real = _disc_mask(32, 5)
+    hiding = torch.full_like(real, 0.45, requires_grad=True)
+    losses.mask_area_loss(hiding, real).backward()
+    assert hiding.grad is not None and (hiding.grad < 0).all()  # descent raises every pixel
+    flooding = torch.full_like(real, 0.9, requires_grad=True)
+    losses.mask_area_loss(flooding, real).backward()
+    assert flooding.grad is not None and (flooding.grad > 0).all()
+    inside = real.clone().requires_grad_(True)
+    losses.mask_area_loss(inside, real).backward()
+    assert inside.grad is not None and (inside.grad == 0).all()
+
+
+def test_mask_area_loss_is_per_sample():
+    real = _disc_mask(32, 5).repeat(2, 1, 1, 1)
+    pred = torch.cat([real[:1], torch.zeros_like(real[:1])])  # one fine, one empty
+    assert losses.mask_area_loss(pred, real) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="tolerance"):
+        losses.mask_area_loss(pred, real, tolerance=0.5)

@@ -63,7 +63,7 @@ def background_loss(
 
 
 def hard_mask(mask: torch.Tensor) -> torch.Tensor:
-    """The {0, 1} mask a threshold at 0.5 gives, with the soft mask's gradient (straight-through)."""
+    """The {0, 1} mask of a threshold at 0.5, with the soft mask's gradient (straight-through)."""
     return mask + ((mask >= 0.5).to(mask.dtype) - mask).detach()
 
 
