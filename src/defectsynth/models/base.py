@@ -53,6 +53,9 @@ STABILIZE_DEFAULTS: dict[str, Any] = {
     # compose F (defective → normal) the same way, through F's own mask (else F's mask branch
     # is never run, as in the paper)
     "compose_inverse": False,
+    # where F(G(x)) ≈ x and G(F(y)) ≈ y are asked for: all (paper) or outside_defect (not
+    # under G's thresholded mask, resp. the real mask: a defect erases what was under it)
+    "cycle_region": "all",
 }
 # options that only mean something for a model with a mask discriminator
 MASK_STABILIZERS = (
@@ -61,6 +64,7 @@ MASK_STABILIZERS = (
     "mask_match",
     "compose",
     "compose_inverse",
+    "cycle_region",
 )
 
 

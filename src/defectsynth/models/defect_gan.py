@@ -51,6 +51,7 @@ MASK_TERMS = ("coherence", "background", "mask_area")
 COHERENCE_VIEWS = ("image_mask", "masked_image")
 MASK_MATCHES = ("none", "blur", "binarize")
 COMPOSES = ("none", "blend", "paste")
+CYCLE_REGIONS = ("all", "outside_defect")
 
 
 class DefectGAN(GANModule):
@@ -79,6 +80,7 @@ class DefectGAN(GANModule):
             ("coherence_view", COHERENCE_VIEWS),
             ("mask_match", MASK_MATCHES),
             ("compose", COMPOSES),
+            ("cycle_region", CYCLE_REGIONS),
         ):
             if self.stabilize[key] not in allowed:
                 raise ConfigError(
@@ -220,7 +222,7 @@ class DefectGAN(GANModule):
         out = {
             "gan_G": losses.lsgan_generator_loss(self.judge("D_Y", self.D_Y, fake_y)),
             "gan_F": losses.lsgan_generator_loss(self.judge("D_X", self.D_X, fake_x)),
-            "cycle": losses.cycle_loss(rec_x, x) + losses.cycle_loss(rec_y, y),
+            "cycle": self.cycle(x, y, rec_x, rec_y, fake_mask, y_mask),
         }
         if self.weights["identity"]:
             out["identity"] = losses.identity_loss(
@@ -228,6 +230,26 @@ class DefectGAN(GANModule):
             ) + losses.identity_loss(self.restore(x), x)
         out.update(self.mask_losses(x, fake_y, fake_mask, y_mask))
         return out
+
+    def cycle(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rec_x: torch.Tensor,
+        rec_y: torch.Tensor,
+        fake_mask: torch.Tensor,
+        y_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """L_cycle both ways: over the whole image (the paper), or with
+        ``model.stabilize.cycle_region=outside_defect`` without the defect's pixels — G's
+        thresholded mask for F(G(x)) ≈ x, the real mask for G(F(y)) ≈ y. A defect destroys
+        what was under it; asking F to bring it back teaches G to hide the source in the defect
+        as faint colour noise (CycleGAN's steganography), which is what the defects showed."""
+        if self.stabilize["cycle_region"] == "all":
+            return losses.cycle_loss(rec_x, x) + losses.cycle_loss(rec_y, y)
+        keep_x = 1 - (fake_mask.detach() >= 0.5).to(x.dtype)
+        keep_y = 1 - (y_mask >= 0.5).to(y.dtype)
+        return losses.cycle_loss(rec_x, x, keep_x) + losses.cycle_loss(rec_y, y, keep_y)
 
     def mask_losses(
         self,

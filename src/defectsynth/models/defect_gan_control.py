@@ -235,7 +235,7 @@ class DefectGANControl(DefectGAN):
         out = {
             "gan_G": losses.lsgan_generator_loss(self.judge("D_Y", self.D_Y, fake_y)),
             "gan_F": losses.lsgan_generator_loss(self.judge("D_X", self.D_X, fake_x)),
-            "cycle": losses.cycle_loss(rec_x, x) + losses.cycle_loss(rec_y, y),
+            "cycle": self.cycle(x, y, rec_x, rec_y, fake_mask, y_mask),
         }
         if self.weights["identity"]:
             same_y, _ = self.translate(y, y_mask, zero, types, with_mask=False)

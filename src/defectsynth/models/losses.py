@@ -25,9 +25,15 @@ def lsgan_discriminator_loss(pred_real: torch.Tensor, pred_fake: torch.Tensor) -
     return 0.5 * (real + fake)
 
 
-def cycle_loss(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """L_cycle (Eq. 2), one direction: ‖F(G(x)) − x‖₁."""
-    return F.l1_loss(reconstructed, original)
+def cycle_loss(
+    reconstructed: torch.Tensor, original: torch.Tensor, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_cycle (Eq. 2), one direction: ‖F(G(x)) − x‖₁, mean over pixels; with ``keep`` (a
+    {0, 1} map, broadcast over channels) only over the kept pixels, still divided by all of
+    them so that the weight λ_cycle means the same thing."""
+    if keep is None:
+        return F.l1_loss(reconstructed, original)
+    return F.l1_loss(reconstructed * keep, original * keep)
 
 
 def identity_loss(mapped: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
