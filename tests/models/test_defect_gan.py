@@ -155,3 +155,22 @@ def test_mask_area_term_is_off_in_the_paper_and_trains_when_weighted():
     assert 0.0 <= float(m["train/loss_mask_area_step"]) <= 1.0
     assert 0.0 <= float(m["train/fake_mask_area_step"]) <= 1.0
     assert 0.0 < model.weights["mask_area"] < 4.0
+
+
+def test_cycle_outside_defect_leaves_out_the_defect_pixels_both_ways():
+    x, y = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    fake_mask = torch.zeros(1, 1, 8, 8)
+    fake_mask[..., 2:4, 2:4] = 0.8
+    y_mask = torch.zeros(1, 1, 8, 8)
+    y_mask[..., 5:7, 5:7] = 1.0
+    rec_x, rec_y = x.clone(), y.clone()
+    rec_x[..., 2:4, 2:4] = 1.0  # F could not restore what G's defect covered
+    rec_y[..., 5:7, 5:7] = 1.0  # nor G redraw the real defect F removed
+    paper = DefectGAN(**TINY)
+    assert float(paper.cycle(x, y, rec_x, rec_y, fake_mask, y_mask)) > 0
+    model = DefectGAN(**TINY, stabilize={"cycle_region": "outside_defect"})
+    assert float(model.cycle(x, y, rec_x, rec_y, fake_mask, y_mask)) == 0
+    rec_x[..., 0, 0] = 1.0  # outside the defect it still counts
+    assert float(model.cycle(x, y, rec_x, rec_y, fake_mask, y_mask)) > 0
+    with pytest.raises(ValueError, match="cycle_region"):
+        DefectGAN(**TINY, stabilize={"cycle_region": "inside"})

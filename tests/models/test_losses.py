@@ -94,3 +94,16 @@ def test_mask_area_loss_is_per_sample():
     assert losses.mask_area_loss(pred, real) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="tolerance"):
         losses.mask_area_loss(pred, real, tolerance=0.5)
+
+
+def test_cycle_loss_with_keep_ignores_the_dropped_pixels_but_keeps_the_scale():
+    original = torch.zeros(1, 3, 4, 4)
+    rec = torch.zeros(1, 3, 4, 4)
+    rec[..., :2, :] = 1.0  # wrong in the top half only
+    keep = torch.ones(1, 1, 4, 4)
+    assert losses.cycle_loss(rec, original) == pytest.approx(0.5)
+    assert losses.cycle_loss(rec, original, keep) == pytest.approx(0.5)
+    keep[..., :2, :] = 0
+    assert losses.cycle_loss(rec, original, keep) == 0
+    keep[..., :1, :] = 1  # one wrong row of four kept: ¼ of the pixels, all off by 1
+    assert losses.cycle_loss(rec, original, keep) == pytest.approx(0.25)
