@@ -68,6 +68,8 @@ def test_table6_smoke_runs_both_presets_and_writes_the_table(tmp_path, cache_dir
         "lowdata.py",
         "preset=smoke",
         "seeds=[0]",
+        "real_products=[]",
+        "jobs=2",  # one worker process per variant
         f"hydra.run.dir={tmp_path}",
         cache_dir=cache_dir,
     )
@@ -80,6 +82,22 @@ def test_table6_smoke_runs_both_presets_and_writes_the_table(tmp_path, cache_dir
     low = tmp_path / "low_data-tile-seed0" / "train" / ".hydra" / "config.yaml"
     assert "mode: ada" in low.read_text()
     assert (tmp_path / "grids-tile.png").is_file()
+    # each worker trained its own cell and said so in its log
+    logs = [(tmp_path / f"shard{i}.log").read_text() for i in range(2)]
+    assert "paper-tile-seed0" in logs[0] and "low_data-tile-seed0" not in logs[0]
+    assert "low_data-tile-seed0" in logs[1]
+
+
+def test_study_products_adds_the_real_ones_only_from_an_existing_folder(tmp_path, caplog):
+    cfg = OmegaConf.create(
+        {"products": ["tile", "wood"], "real_products": ["tile"], "data_root": str(tmp_path)}
+    )
+    assert [p.key for p in lowdata.study_products(cfg)] == ["tile", "wood", "tile@mvtec"]
+    assert lowdata.study_products(cfg)[2].data_root == str(tmp_path)
+    cfg.data_root = str(tmp_path / "absent")
+    with caplog.at_level("WARNING"):
+        assert [p.key for p in lowdata.study_products(cfg)] == ["tile", "wood"]
+    assert "absent" in caplog.text and "real_products" in caplog.text
 
 
 def test_an_unknown_variant_is_a_config_error_naming_it():

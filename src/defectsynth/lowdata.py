@@ -14,12 +14,17 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -78,10 +83,42 @@ def last_epoch_values(run: Path) -> dict[str, float]:
     return values
 
 
+@dataclass(frozen=True)
+class Product:
+    """A product of the study: procedural (``products``) or real MVTec AD (``real_products``,
+    read from ``data_root``); ``key`` names its rows and folders."""
+
+    name: str
+    data_root: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name if self.data_root is None else f"{self.name}@mvtec"
+
+
+def study_products(cfg: DictConfig) -> list[Product]:
+    """The procedural products, then the real ones when ``data_root`` is a folder (absent: a
+    warning, and the study runs without them)."""
+    found = [Product(str(name)) for name in cfg.products]
+    real = list(cfg.get("real_products") or [])
+    root = cfg.get("data_root")
+    if real and root:
+        if Path(str(root)).is_dir():
+            found += [Product(str(name), str(root)) for name in real]
+        else:
+            log.warning(
+                "data_root=%s is not a folder: real_products=%s left out (set data_root to "
+                "your MVTec AD copy, or real_products=[] to silence this)",
+                root,
+                real,
+            )
+    return found
+
+
 def run_cell(
-    cfg: DictConfig, variant: str, product: str, seed: int, out: Path, suite: MetricSuite
+    cfg: DictConfig, variant: str, product: Product, seed: int, out: Path, suite: MetricSuite
 ) -> dict[str, Any]:
-    folder = out / f"{variant}-{product}-seed{seed}"
+    folder = out / f"{variant}-{product.key}-seed{seed}"
     row_file = folder / "row.json"
     if row_file.is_file():
         log.info("reusing %s", row_file)
@@ -89,13 +126,13 @@ def run_cell(
     start = time.perf_counter()
     overrides = [
         f"experiment={cfg.variants[variant].experiment}",
-        f"product={product}",
+        f"product={product.name}",
         f"seed={seed}",
         *cfg.variants[variant].overrides,
         *cfg.train_overrides,
     ]
-    if cfg.get("data_root"):
-        overrides.append(f"data.root={cfg.data_root}")
+    if product.data_root is not None:
+        overrides.append(f"data.root={product.data_root}")
     train_cfg = _composed("train", overrides, folder / "train", run_name=folder.name)
     last = folder / "train" / "checkpoints" / "last.ckpt"
     if cfg.get("reuse_checkpoints") and last.is_file():
@@ -124,7 +161,7 @@ def run_cell(
     cache = ImageCache(Path(str(train_cfg.paths.cache_dir)))
     row: dict[str, Any] = {
         "variant": variant,
-        "product": product,
+        "product": product.key,
         "seed": seed,
         "identity_l1": logged.get("train/loss_identity_epoch"),
         "cycle_l1": logged.get("train/loss_cycle_epoch"),
@@ -161,7 +198,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 def aggregate(rows: list[dict[str, Any]], cfg: DictConfig) -> list[dict[str, Any]]:
     """One row per variant × product: mean and std over seeds of every column."""
     out = []
-    for product in cfg.products:
+    for product in (p.key for p in study_products(cfg)):
         for variant in cfg.run:
             group = [r for r in rows if r["variant"] == variant and r["product"] == product]
             if not group:
@@ -199,7 +236,7 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
 def side_by_side(rows: list[dict[str, Any]], cfg: DictConfig, out: Path) -> list[Path]:
     """Per product, the first seed's sample grids of every variant next to each other."""
     written = []
-    for product in cfg.products:
+    for product in (p.key for p in study_products(cfg)):
         grids = []
         for variant in cfg.run:
             match = [r for r in rows if r["variant"] == variant and r["product"] == product]
@@ -219,6 +256,38 @@ def side_by_side(rows: list[dict[str, Any]], cfg: DictConfig, out: Path) -> list
     return written
 
 
+def run_shards(jobs: int, out: Path) -> None:
+    """Train the cells in ``jobs`` worker processes (this script again, ``shard=i/jobs``, the
+    same overrides and output folder), each with its share of the cores: small networks use
+    a core better alone than two cores together. Each worker writes its cells' ``row.json``;
+    a failed worker stops the study with its log named."""
+    overrides = [
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("jobs=", "shard="))
+    ]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = []
+    for index in range(jobs):
+        log_file = out / f"shard{index}.log"
+        args = [
+            sys.executable,
+            str(Path(sys.argv[0]).resolve()),
+            *overrides,
+            "jobs=1",
+            f"shard={index}/{jobs}",
+            f"hydra.run.dir={out}",
+            "hydra.job_logging.root.handlers=[console]",  # its output goes to shard<i>.log
+        ]
+        with open(log_file, "w") as handle:
+            procs.append(
+                (subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env), log_file)
+            )
+    log.info("training %d shards in parallel (%d threads each): logs %s", jobs, threads, out)
+    failed = [str(path) for proc, path in procs if proc.wait() != 0]
+    if failed:
+        raise RuntimeError(f"table6 workers failed; see {failed}")
+
+
 def lowdata(cfg: DictConfig) -> dict[str, float]:
     unknown = [v for v in cfg.run if v not in cfg.variants]
     if unknown:
@@ -229,12 +298,23 @@ def lowdata(cfg: DictConfig) -> dict[str, float]:
     # the metric networks first: a missing weight file stops before any training
     probe = _composed("evaluate", list(cfg.eval_overrides), out)
     suite = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare()
-    rows = [
-        run_cell(cfg, variant, product, int(seed), out, suite)
-        for product in cfg.products
+    cells = [
+        (variant, product, int(seed))
+        for product in study_products(cfg)
         for seed in cfg.seeds
         for variant in cfg.run
     ]
+    shard = cfg.get("shard")
+    if shard is not None:
+        # a worker of a parallel study: its share of the cells; the parent writes the table
+        index, count = (int(v) for v in str(shard).split("/"))
+        for variant, product, seed in cells[index::count]:
+            run_cell(cfg, variant, product, seed, out, suite)
+        return {}
+    jobs = min(int(cfg.get("jobs") or 1), len(cells))
+    if jobs > 1:
+        run_shards(jobs, out)
+    rows = [run_cell(cfg, variant, product, seed, out, suite) for variant, product, seed in cells]
     table = aggregate(rows, cfg)
     text = markdown(table, f"{cfg.title} (preset {cfg.preset}, seeds {list(cfg.seeds)})")
     write_text(text, out / "table6.md")
