@@ -515,7 +515,8 @@ def markdown(table: list[dict[str, Any]], cfg: DictConfig) -> str:
         "",
         f"Preset {cfg.preset}, seeds {seeds}; every model trained for the same batches. "
         + (
-            "Values: one seed, `value [lo, hi]` = 95 % bootstrap interval over images."
+            "Values: one seed, `value [lo, hi]` = bootstrap interval over images "
+            "(metrics.bootstrap.level, 95 % by default)."
             if len(seeds) == 1
             else "Values: mean ± sample std over seeds."
         ),
