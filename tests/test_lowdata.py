@@ -15,21 +15,26 @@ from defectsynth.evaluation import SampleSet
 from tests.helpers import run_script
 
 
-def test_changed_outside_mask_counts_only_the_background(monkeypatch):
+def test_changed_outside_of_a_samples_folder_uses_its_predicted_masks(monkeypatch):
     source = torch.zeros(1, 3, 4, 4)
     synthetic = source.clone()
     mask = torch.zeros(1, 1, 4, 4)
-    mask[..., :2, :] = 1.0  # top half predicted as defect
+    mask[..., :2, :] = 0.6  # top half predicted as defect at the folder's threshold 0.5
     synthetic[..., 0, :] = 1.0  # changed inside the mask: not counted
     synthetic[..., 3, :2] = 1.0  # 2 of the 8 background pixels changed
-    synthetic[..., 3, 2] = 0.1  # below the change threshold (0.05 on [0, 1])
     samples = SampleSet(synthetic, mask, source, {"threshold": 0.5})
     monkeypatch.setattr(lowdata, "load_samples", lambda folder, cache: samples)
-    assert lowdata.changed_outside_mask(Path("x"), None, threshold=0.1) == pytest.approx(2 / 8)
+    assert lowdata.changed_outside_folder(Path("x"), None, threshold=0.1) == pytest.approx(2 / 8)
+    # the folder's own threshold binarises the soft masks: at 0.7 nothing is predicted
+    samples.info["threshold"] = 0.7
+    assert lowdata.changed_outside_folder(Path("x"), None) == pytest.approx(6 / 16)
+    # other masks (a controllable model's requests) replace the predicted ones
+    everywhere = torch.ones(1, 1, 4, 4)
+    assert lowdata.samples_changed_outside(samples, masks=everywhere) is None
     monkeypatch.setattr(
         lowdata, "load_samples", lambda folder, cache: SampleSet(synthetic, None, None)
     )
-    assert lowdata.changed_outside_mask(Path("x"), None) is None
+    assert lowdata.changed_outside_folder(Path("x"), None) is None
 
 
 def test_rows_are_aggregated_over_seeds_per_variant_and_product():

@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,11 @@ from PIL import Image
 
 from defectsynth.data.cache import ImageCache
 from defectsynth.errors import ConfigError
-from defectsynth.evaluation import MetricSuite, load_samples
+from defectsynth.evaluation import MetricSuite, SampleSet, load_samples
 from defectsynth.evaluation import evaluate as evaluate_job
-from defectsynth.metrics.masks import changed_region
+from defectsynth.metrics.masks import changed_outside_mask
 from defectsynth.synthesis import resolve_device
-from defectsynth.tables import _composed, _finish_wandb
+from defectsynth.tables import composed, finish_wandb
 from defectsynth.training import train as train_job
 from defectsynth.utils.io import write_text
 
@@ -58,17 +59,28 @@ COLUMNS = {
 }
 
 
-def changed_outside_mask(folder: Path, cache: ImageCache, threshold: float = 0.1) -> float | None:
-    """Share of the pixels outside the predicted (binary) mask that the generator changed
-    (mean |G(x) − x| over channels > ``threshold`` on [0, 1], as mask coherence), pooled over
-    the set; None without masks or sources."""
-    samples = load_samples(folder, cache)
-    if samples.masks is None or samples.sources is None:
+def samples_changed_outside(
+    samples: SampleSet, change_threshold: float = 0.1, masks: torch.Tensor | None = None
+) -> float | None:
+    """:func:`~defectsynth.metrics.masks.changed_outside_mask` of a generated set: outside
+    ``masks`` (default: the predicted masks, binarised at the set's threshold); None without
+    masks or sources."""
+    masks = samples.masks if masks is None else masks
+    if masks is None or samples.sources is None:
         return None
-    changed = changed_region(samples.sources, samples.images, threshold)
-    outside = samples.masks[:, 0] < float(samples.info.get("threshold", 0.5))
-    n_outside = int(outside.sum())
-    return float((changed & outside).sum()) / n_outside if n_outside else None
+    return changed_outside_mask(
+        samples.sources,
+        samples.images,
+        masks,
+        mask_threshold=float(samples.info.get("threshold", 0.5)),
+        change_threshold=change_threshold,
+    )
+
+
+def changed_outside_folder(folder: Path, cache: ImageCache, threshold: float = 0.1) -> float | None:
+    """Share of the pixels outside the predicted mask that the generator changed, for a folder
+    written by generate.py (see :func:`samples_changed_outside`)."""
+    return samples_changed_outside(load_samples(folder, cache), threshold)
 
 
 def last_epoch_values(run: Path) -> dict[str, float]:
@@ -115,6 +127,41 @@ def study_products(cfg: DictConfig) -> list[Product]:
     return found
 
 
+def train_and_evaluate(
+    cfg: DictConfig,
+    overrides: list[str],
+    folder: Path,
+    suite: MetricSuite,
+    eval_overrides: list[str] | None = None,
+    **values: str,
+) -> tuple[DictConfig, DictConfig, float]:
+    """Train ``folder/train`` with ``overrides`` (``values`` set on the composed config), then
+    generate from its last checkpoint and evaluate it into ``folder/evaluate`` with
+    ``cfg.eval_overrides`` (+ ``eval_overrides``). With ``cfg.reuse_checkpoints`` an existing
+    last.ckpt is evaluated without training on. Returns the train and evaluate configs and the
+    training seconds."""
+    start = time.perf_counter()
+    values = {"run_name": folder.name, **values}
+    train_cfg = composed("train", overrides, folder / "train", **values)
+    last = folder / "train" / "checkpoints" / "last.ckpt"
+    if cfg.get("reuse_checkpoints") and last.is_file():
+        # measure an interrupted run where it stopped (its row records the batches trained)
+        log.info("evaluating %s as it is (reuse_checkpoints=true)", last)
+    else:
+        train_job(train_cfg)
+        finish_wandb()
+    trained = time.perf_counter()
+    eval_cfg = composed(
+        "evaluate",
+        [*cfg.eval_overrides, *(eval_overrides or [])],
+        folder / "evaluate",
+        ckpt=str(last),
+    )
+    evaluate_job(eval_cfg, suite.networks)
+    finish_wandb()
+    return train_cfg, eval_cfg, round(trained - start, 1)
+
+
 def run_cell(
     cfg: DictConfig, variant: str, product: Product, seed: int, out: Path, suite: MetricSuite
 ) -> dict[str, Any]:
@@ -123,7 +170,6 @@ def run_cell(
     if row_file.is_file():
         log.info("reusing %s", row_file)
         return json.loads(row_file.read_text())
-    start = time.perf_counter()
     overrides = [
         f"experiment={cfg.variants[variant].experiment}",
         f"product={product.name}",
@@ -133,23 +179,7 @@ def run_cell(
     ]
     if product.data_root is not None:
         overrides.append(f"data.root={product.data_root}")
-    train_cfg = _composed("train", overrides, folder / "train", run_name=folder.name)
-    last = folder / "train" / "checkpoints" / "last.ckpt"
-    if cfg.get("reuse_checkpoints") and last.is_file():
-        # measure an interrupted run where it stopped (its row records the batches trained)
-        log.info("evaluating %s as it is (reuse_checkpoints=true)", last)
-    else:
-        train_job(train_cfg)
-        _finish_wandb()
-    trained = time.perf_counter()
-    eval_cfg = _composed(
-        "evaluate",
-        list(cfg.eval_overrides),
-        folder / "evaluate",
-        ckpt=str(folder / "train" / "checkpoints" / "last.ckpt"),
-    )
-    evaluate_job(eval_cfg, suite.networks)
-    _finish_wandb()
+    train_cfg, eval_cfg, train_seconds = train_and_evaluate(cfg, overrides, folder, suite)
     report = json.loads((folder / "evaluate" / "metrics.json").read_text())
     metrics = report["metrics"]
     coherence = metrics.get("mask_coherence") or {}
@@ -168,7 +198,7 @@ def run_cell(
         "mask_iou": coherence.get("iou"),
         "mask_area": coherence.get("mask_area"),
         "changed_area": coherence.get("changed_area"),
-        "changed_outside": changed_outside_mask(
+        "changed_outside": changed_outside_folder(
             folder / "evaluate" / "samples",
             cache,
             float(eval_cfg.metrics.change_threshold),
@@ -180,7 +210,7 @@ def run_cell(
         "dist_to_train": metrics.get("dist_to_train"),
         **{k.replace("daug/", ""): v for k, v in logged.items() if k.startswith("daug/")},
         "batches": (checkpoint.get("low_data") or {}).get("batches_seen"),
-        "train_seconds": round(trained - start, 1),
+        "train_seconds": train_seconds,
         "grid": str(folder / "evaluate" / "samples" / "grid.png"),
         "skipped": report.get("skipped", {}),
     }
@@ -233,13 +263,20 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def side_by_side(rows: list[dict[str, Any]], cfg: DictConfig, out: Path) -> list[Path]:
-    """Per product, the first seed's sample grids of every variant next to each other."""
+def side_by_side(
+    rows: list[dict[str, Any]],
+    products: Sequence[str],
+    variants: Sequence[str],
+    out: Path,
+    key: str = "product",
+) -> list[Path]:
+    """Per product (``row[key]``), the first seed's sample grids (``row["grid"]``) of every
+    variant next to each other, in ``variants`` order: ``out/grids-<product>.png``."""
     written = []
-    for product in (p.key for p in study_products(cfg)):
+    for product in products:
         grids = []
-        for variant in cfg.run:
-            match = [r for r in rows if r["variant"] == variant and r["product"] == product]
+        for variant in variants:
+            match = [r for r in rows if r["variant"] == variant and r[key] == product]
             if match and Path(match[0]["grid"]).is_file():
                 grids.append(Image.open(match[0]["grid"]).convert("RGB"))
         if len(grids) < 2:
@@ -296,7 +333,7 @@ def lowdata(cfg: DictConfig) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     # the metric networks first: a missing weight file stops before any training
-    probe = _composed("evaluate", list(cfg.eval_overrides), out)
+    probe = composed("evaluate", list(cfg.eval_overrides), out)
     suite = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare()
     cells = [
         (variant, product, int(seed))
@@ -324,7 +361,7 @@ def lowdata(cfg: DictConfig) -> dict[str, float]:
         writer.writeheader()
         writer.writerows(table)
     write_text(json.dumps({"cells": rows, "table": table}, indent=2) + "\n", out / "table6.json")
-    grids = side_by_side(rows, cfg, out)
+    grids = side_by_side(rows, [p.key for p in study_products(cfg)], list(cfg.run), out)
     write_text(OmegaConf.to_yaml(cfg), out / "lowdata.yaml")
     log.info("table6 written to %s in %.0f s", out, time.perf_counter() - start)
     print(text)

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from defectsynth.control_figure import codes_by_placements
 from defectsynth.errors import DataError
 from defectsynth.evaluation import flatten
 from defectsynth.generation import datamodule_from
-from defectsynth.synthesis import load_model
+from defectsynth.synthesis import is_controllable, load_model
 from defectsynth.utils.io import write_text
 from defectsynth.utils.visualize import overlay, to_uint8
 
@@ -157,17 +158,26 @@ def find_metrics(run: Path) -> dict[str, Any] | None:
     return None
 
 
-def gallery(
-    run: Path, n: int, device: str = "cpu", cache_dir: str | None = None
-) -> tuple[list[str], list[str]]:
-    """Figures for ``n`` synthetic samples (from the run's last checkpoint) and the real
-    training defects, each as image | mask overlay."""
+def _load_run(run: Path, device: str, cache_dir: str | None) -> tuple[Any, Any]:
+    """The model of a run's last checkpoint and the data it was trained on."""
     ckpt = run / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise DataError(f"{run} holds no checkpoints/last.ckpt; expected a training run folder")
     model, checkpoint = load_model(ckpt, device)
     datamodule = datamodule_from(checkpoint, {}, cache_dir)
     datamodule.setup()
+    return model, datamodule
+
+
+def gallery(
+    run: Path, n: int, device: str = "cpu", cache_dir: str | None = None
+) -> tuple[list[str], list[str]]:
+    """Figures for ``n`` synthetic samples (from the run's last checkpoint) and the real
+    training defects, each as image | mask overlay."""
+    return _gallery(*_load_run(run, device, cache_dir), n, device)
+
+
+def _gallery(model: Any, datamodule: Any, n: int, device: str) -> tuple[list[str], list[str]]:
     split = "normal_test" if datamodule.split.normal_test else "normal_train"
     sources = datamodule.eval_dataset(split)
     x = torch.stack([sources[i]["image"] for i in range(min(n, len(sources)))])
@@ -195,6 +205,25 @@ def gallery(
     return synthetic, real
 
 
+def control_section(model: Any, datamodule: Any) -> str:
+    """A controllable model's codes × placements figure (``control_figure``); empty for any
+    other model."""
+    if not is_controllable(model):
+        return ""
+    figure = codes_by_placements(model, datamodule)
+    caption = (
+        "one source image × 8 noise codes (columns) × 3 requested masks (blocks: random, on the "
+        "foreground, a held-out test mask); per block, top: source with the request tinted | "
+        "synthetic images; bottom: the request | the same images with the predicted mask tinted"
+    )
+    return (
+        "<h2>Noise codes × placements</h2>"
+        f"<figure><img alt='codes by placements' src='{png_data_uri(figure)}' "
+        "style='max-width: 100%; image-rendering: pixelated'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
 def _figure(image: np.ndarray, caption: str) -> str:
     return (
         f"<figure><img alt='{html.escape(caption)}' src='{png_data_uri(image)}'>"
@@ -214,13 +243,15 @@ def build_report(
     rows = read_metrics_csv(run)
     plots = loss_plots(rows) if rows else []
     metrics = find_metrics(run)
-    synthetic, real = gallery(run, n_samples, device, cache_dir)
+    model, datamodule = _load_run(run, device, cache_dir)
+    synthetic, real = _gallery(model, datamodule, n_samples, device)
     name = f"{run.parent.name}/{run.name}" if run.name == "train" else run.name
     title = f"defectsynth report — {name}"
     sections = [
         f"<h1>{html.escape(title)}</h1>",
         "<h2>Samples</h2><div class='gallery'>" + "".join(synthetic) + "</div>",
         "<h2>Real defects (training set)</h2><div class='gallery'>" + "".join(real) + "</div>",
+        control_section(model, datamodule),
         "<h2>Metrics</h2>"
         + (
             metrics_table(metrics)

@@ -53,7 +53,7 @@ class Cell:
         return f"{self.model}-{self.ablation}-{self.product}"
 
 
-def _finish_wandb() -> None:
+def finish_wandb() -> None:
     """In-process runs share one W&B process: close a run before the next starts."""
     try:
         import wandb
@@ -63,7 +63,7 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def _composed(config: str, overrides: list[str], output_dir: Path, **values: str) -> DictConfig:
+def composed(config: str, overrides: list[str], output_dir: Path, **values: str) -> DictConfig:
     """Compose ``config``; paths are set afterwards (the override grammar would parse them)."""
     cfg = compose(config_name=config, overrides=overrides)
     with open_dict(cfg):
@@ -80,7 +80,7 @@ def run_cell(cfg: DictConfig, cell: Cell, out: Path, networks: Networks) -> dict
         log.info("reusing %s", metrics_file)
         return json.loads(metrics_file.read_text())
     start = time.perf_counter()
-    train_cfg = _composed(
+    train_cfg = composed(
         "train",
         [
             f"model={cell.model}",
@@ -94,16 +94,16 @@ def run_cell(cfg: DictConfig, cell: Cell, out: Path, networks: Networks) -> dict
         run_name=cell.name,
     )
     train_job(train_cfg)
-    _finish_wandb()
+    finish_wandb()
     trained = time.perf_counter()
-    eval_cfg = _composed(
+    eval_cfg = composed(
         "evaluate",
         list(cfg.eval_overrides),
         folder / "evaluate",
         ckpt=str(folder / "train" / "checkpoints" / "last.ckpt"),
     )
     evaluate_job(eval_cfg, networks)
-    _finish_wandb()
+    finish_wandb()
     build_report(folder / "train", cache_dir=str(train_cfg.paths.cache_dir))
     report = json.loads(metrics_file.read_text())
     report["meta"]["train_seconds"] = round(trained - start, 1)
@@ -172,7 +172,7 @@ def tables(cfg: DictConfig) -> dict[str, float]:
     ]
     start = time.perf_counter()
     # load the metric networks before training anything: a missing weight file stops here
-    probe = _composed("evaluate", list(cfg.eval_overrides), out)
+    probe = composed("evaluate", list(cfg.eval_overrides), out)
     networks = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare().networks
     reports = {cell: run_cell(cfg, cell, out, networks) for cell in cells}
     rows, keys = build_rows(cfg, reports)

@@ -20,10 +20,14 @@ from defectsynth.metrics.inception import (
     load_inception,
 )
 from defectsynth.metrics.masks import (
+    changed_outside_mask,
+    changed_outside_statistics,
     changed_region,
     coherence_from_statistics,
     mask_coherence,
     mask_statistics,
+    placement_statistics,
+    pooled_ratio,
 )
 from defectsynth.metrics.perceptual import (
     LPIPS_NETS,
@@ -48,6 +52,8 @@ __all__ = [
     "MissingWeightsError",
     "as_lpips_input",
     "backbone_file",
+    "changed_outside_mask",
+    "changed_outside_statistics",
     "changed_region",
     "coherence_from_statistics",
     "dist_to_train",
@@ -67,5 +73,7 @@ __all__ = [
     "mask_statistics",
     "pairwise_distances",
     "pairwise_within",
+    "placement_statistics",
+    "pooled_ratio",
     "read_numpy_pickle",
 ]

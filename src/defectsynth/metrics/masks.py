@@ -83,3 +83,94 @@ def mask_coherence(
     return coherence_from_statistics(
         mask_statistics(source, synthetic, mask, mask_threshold, change_threshold)
     )
+
+
+def _binary(mask: torch.Tensor, like: torch.Tensor, threshold: float, name: str) -> torch.Tensor:
+    """(B, H, W) bool from a (B, 1, H, W) soft or binary mask (pixel ≥ ``threshold``)."""
+    expected = (like.shape[0], 1, *like.shape[2:])
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected {expected} (B, 1, H, W)")
+    return mask[:, 0] >= threshold
+
+
+def changed_outside_statistics(
+    source: torch.Tensor,
+    synthetic: torch.Tensor,
+    mask: torch.Tensor,
+    mask_threshold: float = 0.5,
+    change_threshold: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """Per-image (B,) float64 counts behind :func:`changed_outside_mask`: ``changed_outside``
+    (pixels outside the mask that the generator changed) and ``outside`` (pixels outside it)."""
+    changed = changed_region(source, synthetic, change_threshold)
+    outside = ~_binary(mask, source, mask_threshold, "mask")
+    return {
+        "changed_outside": (changed & outside).flatten(1).sum(dim=1).double(),
+        "outside": outside.flatten(1).sum(dim=1).double(),
+    }
+
+
+def changed_outside_mask(
+    source: torch.Tensor,
+    synthetic: torch.Tensor,
+    mask: torch.Tensor,
+    mask_threshold: float = 0.5,
+    change_threshold: float = 0.1,
+) -> float | None:
+    """Share of the pixels *outside* ``mask`` (≥ ``mask_threshold``: the predicted mask, or the
+    requested one of a controllable model) that the generator changed (as :func:`changed_region`),
+    pooled over the set: Σ changed outside / Σ outside. None when the masks cover every pixel.
+
+    A generator that keeps the defect-free background scores 0; one that repaints the whole
+    image scores about its changed share of the image."""
+    stats = changed_outside_statistics(source, synthetic, mask, mask_threshold, change_threshold)
+    outside = float(stats["outside"].sum())
+    return float(stats["changed_outside"].sum()) / outside if outside > 0 else None
+
+
+def placement_statistics(
+    source: torch.Tensor,
+    synthetic: torch.Tensor,
+    requested: torch.Tensor,
+    predicted: torch.Tensor | None = None,
+    foreground: torch.Tensor | None = None,
+    mask_threshold: float = 0.5,
+    change_threshold: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """Per-image (B,) float64 counts: is the defect drawn where it was requested?
+
+    ``request_changed_*``: intersection / union of the requested mask (≥ 0.5) with the pixels
+    the generator *changed* — the image, not the mask output, so a model that copies the request
+    into its mask without drawing there scores 0. ``request_predicted_*`` (with ``predicted``):
+    the same for the generator's mask output ≥ ``mask_threshold``. ``changed`` and
+    ``changed_off_foreground`` (with ``foreground``, (H, W) or (B, 1, H, W), nonzero = object):
+    changed pixels, and those of them off the product."""
+    want = _binary(requested, source, 0.5, "requested")
+    changed = changed_region(source, synthetic, change_threshold)
+    stats = {
+        "request_changed_intersection": (want & changed).flatten(1).sum(dim=1).double(),
+        "request_changed_union": (want | changed).flatten(1).sum(dim=1).double(),
+        "changed": changed.flatten(1).sum(dim=1).double(),
+    }
+    if predicted is not None:
+        got = _binary(predicted, source, mask_threshold, "predicted")
+        stats["request_predicted_intersection"] = (want & got).flatten(1).sum(dim=1).double()
+        stats["request_predicted_union"] = (want | got).flatten(1).sum(dim=1).double()
+    if foreground is not None:
+        fg = foreground.bool()
+        if fg.ndim == 2:
+            fg = fg.expand(len(source), *fg.shape)
+        else:
+            fg = _binary(fg.float(), source, 0.5, "foreground")
+        if fg.shape[-2:] != changed.shape[-2:]:
+            raise ValueError(
+                f"foreground is {tuple(fg.shape[-2:])}; the images are {tuple(changed.shape[-2:])}"
+            )
+        stats["changed_off_foreground"] = (changed & ~fg).flatten(1).sum(dim=1).double()
+    return stats
+
+
+def pooled_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> float | None:
+    """Σ numerator / Σ denominator over the set (None when the denominator sums to 0)."""
+    total = float(denominator.sum())
+    return float(numerator.sum()) / total if total > 0 else None
