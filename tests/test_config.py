@@ -67,7 +67,13 @@ def test_defaults_are_the_paper_text():
     assert cfg.loss.lambda_cycle == 5 and cfg.loss.lambda_id == 10
     assert cfg.loss.lambda_c == 150 and cfg.loss.lambda_b == 0.05
     assert cfg.loss.background_region == "outside"
-    assert cfg.model.generator == {"ngf": 64, "n_blocks": 9, "norm": "instance"}
+    assert cfg.model.generator == {
+        "ngf": 64,
+        "n_blocks": 9,
+        "norm": "instance",
+        "upsample": "transpose",
+    }
+    assert cfg.loss.lambda_area == 0 and cfg.model.stabilize.cycle_region == "all"
     assert instantiate(cfg.data).load_size == 286 and cfg.data.image_size == 256
     assert cfg.trainer.max_epochs == 300 and cfg.model.optimizer.lr == 2e-4
 

@@ -72,3 +72,29 @@ def test_unknown_norm_is_a_clear_error():
 
     with pytest.raises(ConfigError, match=r"model\.norm='layer'"):
         DefectGenerator(norm="layer")
+
+
+def test_resize_upsampling_has_no_transposed_convolution_and_the_same_shapes():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    paper = DefectGenerator(ngf=8, n_blocks=2)
+    resize = DefectGenerator(ngf=8, n_blocks=2, upsample="resize")
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in paper.modules())
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in resize.modules())
+    for (a_img, a_mask), (b_img, b_mask) in [(paper(x), resize(x))]:
+        assert a_img.shape == b_img.shape and a_mask.shape == b_mask.shape
+    with pytest.raises(ValueError, match="upsample"):
+        DefectGenerator(ngf=8, n_blocks=2, upsample="bilinear_typo")
+
+
+def test_resize_upsampling_has_no_checkerboard_on_a_constant_input():
+    # a transposed convolution with stride 2 maps a constant image to a periodic pattern
+    # (uneven kernel overlap); nearest ×2 + conv keeps it constant away from the borders
+    torch.manual_seed(0)
+    from defectsynth.models.generator import UpBlock
+
+    h = torch.ones(1, 4, 8, 8)
+    for mode, periodic in (("transpose", True), ("resize", False)):
+        out = UpBlock(4, 4, "batch", mode).eval()(h)[..., 2:-2, 2:-2]
+        spread = float(out.amax(dim=(2, 3)).sub(out.amin(dim=(2, 3))).max())
+        assert (spread > 1e-4) == periodic, mode

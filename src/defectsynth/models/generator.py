@@ -69,21 +69,33 @@ class ResNetTrunk(nn.Module):
         return self.blocks(self.down(self.stem(x)))
 
 
-class UpBlock(nn.Module):
-    """Stride-2 transposed convolution → norm → ReLU: doubles the resolution."""
+UPSAMPLES = ("transpose", "resize")
 
-    def __init__(self, in_channels: int, out_channels: int, norm: str) -> None:
+
+class UpBlock(nn.Module):
+    """Doubles the resolution → norm → ReLU. ``transpose``: a stride-2 transposed convolution
+    (the paper's CycleGAN generator); ``resize``: nearest-neighbour ×2 then a 3×3 convolution
+    (Odena et al. 2016), which cannot print the transposed convolution's checkerboard — the
+    dotted grid that early, low-data training leaves in the defects and masks."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, norm: str, upsample: str = "transpose"
+    ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"model.generator.upsample={upsample!r}; expected one of {UPSAMPLES}")
+        bias = conv_bias(norm)
+        double: list[nn.Module] = (
+            [nn.ConvTranspose2d(in_channels, out_channels, 3, 2, 1, output_padding=1, bias=bias)]
+            if upsample == "transpose"
+            else [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(in_channels, out_channels, 3, bias=bias),
+            ]
+        )
         self.layers = nn.Sequential(
-            nn.ConvTranspose2d(
-                in_channels,
-                out_channels,
-                3,
-                stride=2,
-                padding=1,
-                output_padding=1,
-                bias=conv_bias(norm),
-            ),
+            *double,
             norm_layer(norm)(out_channels),
             nn.ReLU(inplace=True),
         )
@@ -100,9 +112,17 @@ def output_head(in_channels: int, out_channels: int, activation: nn.Module) -> n
 class ImageBranch(nn.Module):
     """B_img: two up-sampling blocks and a tanh head; also returns each block's features."""
 
-    def __init__(self, ngf: int = 64, out_channels: int = 3, norm: str = "instance") -> None:
+    def __init__(
+        self,
+        ngf: int = 64,
+        out_channels: int = 3,
+        norm: str = "instance",
+        upsample: str = "transpose",
+    ) -> None:
         super().__init__()
-        self.up = nn.ModuleList([UpBlock(4 * ngf, 2 * ngf, norm), UpBlock(2 * ngf, ngf, norm)])
+        self.up = nn.ModuleList(
+            [UpBlock(4 * ngf, 2 * ngf, norm, upsample), UpBlock(2 * ngf, ngf, norm, upsample)]
+        )
         self.head = output_head(ngf, out_channels, nn.Tanh())
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -117,11 +137,14 @@ class MaskBranch(nn.Module):
     """B_mask: after each up-sampling block, concatenate B_img's features of the same level and
     fuse them with a 1×1 convolution back to the block's width; sigmoid head."""
 
-    def __init__(self, ngf: int = 64, norm: str = "instance") -> None:
+    def __init__(self, ngf: int = 64, norm: str = "instance", upsample: str = "transpose") -> None:
         super().__init__()
         widths = (2 * ngf, ngf)
         self.up = nn.ModuleList(
-            [UpBlock(4 * ngf, widths[0], norm), UpBlock(widths[0], widths[1], norm)]
+            [
+                UpBlock(4 * ngf, widths[0], norm, upsample),
+                UpBlock(widths[0], widths[1], norm, upsample),
+            ]
         )
         self.fuse = nn.ModuleList([conv_norm_relu(2 * w, w, 1, norm) for w in widths])
         self.head = output_head(ngf, 1, nn.Sigmoid())
@@ -143,11 +166,12 @@ class DefectGenerator(nn.Module):
         in_channels: int = 3,
         out_channels: int = 3,
         with_mask: bool = True,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         self.trunk = ResNetTrunk(in_channels, ngf, n_blocks, norm)
-        self.image_branch = ImageBranch(ngf, out_channels, norm)
-        self.mask_branch = MaskBranch(ngf, norm) if with_mask else None
+        self.image_branch = ImageBranch(ngf, out_channels, norm, upsample)
+        self.mask_branch = MaskBranch(ngf, norm, upsample) if with_mask else None
         init_weights(self)
 
     def forward(
@@ -179,8 +203,11 @@ class ControllableGenerator(DefectGenerator):
         norm: str = "instance",
         z_dim: int = 8,
         n_types: int = 1,
+        upsample: str = "transpose",
     ) -> None:
-        super().__init__(ngf, n_blocks, norm, in_channels=4, out_channels=3, with_mask=True)
+        super().__init__(
+            ngf, n_blocks, norm, in_channels=4, out_channels=3, with_mask=True, upsample=upsample
+        )
         if z_dim < 1 or n_types < 1:
             raise ValueError(f"z_dim={z_dim} and n_types={n_types} must be >= 1")
         self.z_dim, self.n_types = z_dim, n_types
