@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,6 +293,24 @@ def side_by_side(
     return written
 
 
+def run_cells(
+    cfg: DictConfig, cells: list[tuple], out: Path, run_one: Callable[..., dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """``run_one(*cell)`` for every cell, in order. With ``jobs`` > 1 the cells are first trained
+    by worker processes (:func:`run_shards`) and then read back from their ``row.json``; a
+    worker (``shard=i/n``) runs its share and returns None (the parent writes the table)."""
+    shard = cfg.get("shard")
+    if shard is not None:
+        index, count = (int(v) for v in str(shard).split("/"))
+        for cell in cells[index::count]:
+            run_one(*cell)
+        return None
+    jobs = min(int(cfg.get("jobs") or 1), len(cells))
+    if jobs > 1:
+        run_shards(jobs, out)
+    return [run_one(*cell) for cell in cells]
+
+
 def run_shards(jobs: int, out: Path) -> None:
     """Train the cells in ``jobs`` worker processes (this script again, ``shard=i/jobs``, the
     same overrides and output folder), each with its share of the cores: small networks use
@@ -322,7 +340,7 @@ def run_shards(jobs: int, out: Path) -> None:
     log.info("training %d shards in parallel (%d threads each): logs %s", jobs, threads, out)
     failed = [str(path) for proc, path in procs if proc.wait() != 0]
     if failed:
-        raise RuntimeError(f"table6 workers failed; see {failed}")
+        raise RuntimeError(f"workers failed; see {failed}")
 
 
 def lowdata(cfg: DictConfig) -> dict[str, float]:
@@ -341,17 +359,9 @@ def lowdata(cfg: DictConfig) -> dict[str, float]:
         for seed in cfg.seeds
         for variant in cfg.run
     ]
-    shard = cfg.get("shard")
-    if shard is not None:
-        # a worker of a parallel study: its share of the cells; the parent writes the table
-        index, count = (int(v) for v in str(shard).split("/"))
-        for variant, product, seed in cells[index::count]:
-            run_cell(cfg, variant, product, seed, out, suite)
+    rows = run_cells(cfg, cells, out, lambda v, p, s: run_cell(cfg, v, p, s, out, suite))
+    if rows is None:
         return {}
-    jobs = min(int(cfg.get("jobs") or 1), len(cells))
-    if jobs > 1:
-        run_shards(jobs, out)
-    rows = [run_cell(cfg, variant, product, seed, out, suite) for variant, product, seed in cells]
     table = aggregate(rows, cfg)
     text = markdown(table, f"{cfg.title} (preset {cfg.preset}, seeds {list(cfg.seeds)})")
     write_text(text, out / "table6.md")

@@ -47,7 +47,7 @@ from defectsynth.control_figure import codes_by_placements
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.evaluation import MetricSuite, SampleSet, load_samples, report_row
 from defectsynth.generation import datamodule_from, run_synthesis
-from defectsynth.lowdata import side_by_side, train_and_evaluate
+from defectsynth.lowdata import run_cells, side_by_side, train_and_evaluate
 from defectsynth.metrics import bootstrap as B
 from defectsynth.report import build_report
 from defectsynth.synthesis import (
@@ -589,12 +589,12 @@ def table5(cfg: DictConfig) -> dict[str, float]:
     # the metric networks first: a missing weight file stops before any training
     probe = composed("evaluate", list(cfg.eval_overrides), out)
     suite = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare()
-    rows = [
-        run_cell(cfg, variant, data, int(seed), out, suite)
-        for data in specs
-        for seed in cfg.seeds
-        for variant in cfg.run
+    cells = [
+        (variant, data, int(seed)) for data in specs for seed in cfg.seeds for variant in cfg.run
     ]
+    rows = run_cells(cfg, cells, out, lambda v, d, s: run_cell(cfg, v, d, s, out, suite))
+    if rows is None:
+        return {}
     table = aggregate(rows, cfg, specs)
     text = markdown(table, cfg)
     write_text(text, out / "table5.md")
