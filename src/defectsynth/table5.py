@@ -47,7 +47,7 @@ from defectsynth.control_figure import codes_by_placements
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.evaluation import MetricSuite, SampleSet, load_samples, report_row
 from defectsynth.generation import datamodule_from, run_synthesis
-from defectsynth.lowdata import run_cells, side_by_side, train_and_evaluate
+from defectsynth.lowdata import train_and_evaluate
 from defectsynth.metrics import bootstrap as B
 from defectsynth.report import build_report
 from defectsynth.synthesis import (
@@ -58,7 +58,9 @@ from defectsynth.synthesis import (
     resolve_device,
 )
 from defectsynth.tables import composed
+from defectsynth.utils.grids import side_by_side
 from defectsynth.utils.io import save_png, write_text
+from defectsynth.workers import run_cells
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,9 @@ from defectsynth.evaluation import evaluate as evaluate_job
 from defectsynth.report import build_report
 from defectsynth.synthesis import resolve_device
 from defectsynth.training import train as train_job
+from defectsynth.utils.grids import side_by_side
 from defectsynth.utils.io import write_text
+from defectsynth.workers import run_cells
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,9 @@ METHOD_NAMES = {
     "fastcut": "FastCUT",
     "negcut": "NEGCUT",
     "defect_gan": "Proposed approach",
+    "defect_gan_control": "Controllable (beyond the paper)",
 }
+SAMPLE_GRID = Path("evaluate") / "samples" / "grid.png"  # generate.py's grid, per cell
 ABLATION_ROWS = {  # Table 3: row letter, L_C, L_B
     "no_LC_LB": ("(a)", "✗", "✗"),
     "no_LB": ("(b)", "✓", "✗"),
@@ -174,15 +178,32 @@ def tables(cfg: DictConfig) -> dict[str, float]:
     # load the metric networks before training anything: a missing weight file stops here
     probe = composed("evaluate", list(cfg.eval_overrides), out)
     networks = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare().networks
-    reports = {cell: run_cell(cfg, cell, out, networks) for cell in cells}
+    done = run_cells(
+        cfg, [(cell,) for cell in cells], out, lambda c: run_cell(cfg, c, out, networks)
+    )
+    if done is None:
+        return {}
+    reports = dict(zip(cells, done, strict=True))
     rows, keys = build_rows(cfg, reports)
     name = cfg.table.name
     level = float(probe.metrics.bootstrap.level)
     text = f"# {cfg.table.title} (scale: {cfg.preset})\n\n" + markdown_table(rows, keys, level)
     write_text(text, out / f"{name}.md")
     write_text(csv_text(rows), out / f"{name}.csv")
+    # the first picture a user sees: every model's samples of a product next to each other
+    grids = side_by_side(
+        [
+            {"variant": c.name, "product": c.product, "grid": str(out / c.name / SAMPLE_GRID)}
+            for c in cells
+        ],
+        list(cfg.table.products),
+        [c.name for c in cells],
+        out,
+    )
     log.info("%s written to %s in %.0f s", name, out, time.perf_counter() - start)
     print(text)
+    for path in grids:
+        print(f"grids: {path}")
     for cell in cells:
         print(f"report: {out / cell.name / 'train' / 'report.html'}")
     return {}
