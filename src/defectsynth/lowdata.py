@@ -174,7 +174,7 @@ def run_cell(
         *cfg.train_overrides,
     ]
     if product.data_root is not None:
-        overrides.append(f"data.root={product.data_root}")
+        overrides += [f"data.root={product.data_root}", *cfg.get("real_overrides", [])]
     train_cfg, eval_cfg, train_seconds = train_and_evaluate(cfg, overrides, folder, suite)
     report = json.loads((folder / "evaluate" / "metrics.json").read_text())
     metrics = report["metrics"]
