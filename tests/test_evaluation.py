@@ -302,6 +302,11 @@ def test_tables_runs_train_generate_evaluate_and_writes_the_table(cache_dir, tmp
     assert "| Controllable (beyond the paper) | tile (crack) |" in table
     assert (tmp_path / "grids-tile.png").is_file()  # both models' samples side by side
     assert (tmp_path / "defect_gan_control-full-tile" / "train" / "report.html").is_file()
+    page = (tmp_path / "report.html").read_text()
+    assert "<table>" in page and "Controllable (beyond the paper)" in page
+    assert "data:image/png;base64," in page  # the side-by-side grids, embedded
+    for cell in ("defect_gan-full-tile", "defect_gan_control-full-tile"):
+        assert f"href='{cell}/train/report.html'" in page
     row = next(line for line in table.splitlines() if line.startswith("| Proposed approach"))
     cells = [cell.strip() for cell in row.strip("|").split("|")][2:]
     # FID, LPIPS, Dist. to train, KID, IC-LPIPS all filled, with intervals

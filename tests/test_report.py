@@ -95,3 +95,14 @@ def test_overfitting_signal_gets_its_own_panel():
     assert any("Overfitting signal" in svg and "rt_D_Y" in svg for svg in panels)
     # a run without the signal (no daug columns) has no such panel
     assert len(loss_plots([{"epoch": "0", "train/loss_G_total_epoch": "1.0"}])) == 1
+
+
+def test_markdown_to_html_renders_our_tables_and_escapes():
+    from defectsynth.report import markdown_to_html
+
+    text = "# Demo <1>\n\n| Method | FID |\n|---|---|\n| A & B | 1.0 [0.5, 2] |\n\nnote\n"
+    page = markdown_to_html(text)
+    assert "<h2>Demo &lt;1&gt;</h2>" in page
+    assert "<th>Method</th><th>FID</th>" in page
+    assert "<td>A &amp; B</td><td>1.0 [0.5, 2]</td>" in page
+    assert "---" not in page and "<p class='note'>note</p>" in page

@@ -275,6 +275,79 @@ def build_report(
     return out
 
 
+def markdown_to_html(text: str) -> str:
+    """The Markdown our tables write (a ``#`` title, paragraphs, pipe tables) as HTML."""
+    parts: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if table:
+            head, *body = table
+            rows = [r for r in body if not all(set(c) <= set("-: ") for c in r)]
+            parts.append(
+                "<table><tr>"
+                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
+                + "</tr>"
+                + "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                    for r in rows
+                )
+                + "</table>"
+            )
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        flush()
+        if line.startswith("#"):
+            parts.append(f"<h2>{html.escape(line.lstrip('#').strip())}</h2>")
+        elif line.strip():
+            parts.append(f"<p class='note'>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(parts)
+
+
+def build_table_report(
+    out: Path, title: str, table_markdown: str, grids: list[Path], cell_reports: list[Path]
+) -> Path:
+    """``<out>/report.html`` of a table run: the table, every product's sample grids of all its
+    runs side by side (embedded), and links to each run's own report."""
+    figures = []
+    for grid in grids:
+        data = base64.b64encode(Path(grid).read_bytes()).decode()
+        caption = (
+            f"{grid.stem}: each run's samples (source | synthetic | mask | overlay), left to right"
+        )
+        figures.append(
+            f"<figure><img alt='{html.escape(grid.stem)}' style='max-width:100%;"
+            f"image-rendering:pixelated' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    links = "".join(
+        f"<li><a href='{html.escape(str(p.relative_to(out)))}'>"
+        f"{html.escape(str(p.relative_to(out).parts[0]))}</a></li>"
+        for p in cell_reports
+        if p.is_file()
+    )
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        markdown_to_html(table_markdown),
+        "<h2>Samples side by side</h2>" + ("".join(figures) or "<p class='note'>One run.</p>"),
+        f"<h2>Each run's report</h2><ul>{links}</ul>",
+    ]
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        + "\n".join(sections)
+        + "</body></html>\n"
+    )
+    path = out / "report.html"
+    write_text(page, path)
+    return path
+
+
 def report(cfg) -> dict[str, float]:
     """Hydra task of ``src/report.py``."""
     path = build_report(

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 from defectsynth.evaluation import MetricSuite, Networks, csv_text, markdown_table, report_row
 from defectsynth.evaluation import evaluate as evaluate_job
-from defectsynth.report import build_report
+from defectsynth.report import build_report, build_table_report
 from defectsynth.synthesis import resolve_device
 from defectsynth.training import train as train_job
 from defectsynth.utils.grids import side_by_side
@@ -200,10 +200,18 @@ def tables(cfg: DictConfig) -> dict[str, float]:
         [c.name for c in cells],
         out,
     )
+    page = build_table_report(
+        out,
+        str(cfg.table.title),
+        text,
+        grids,
+        [out / c.name / "train" / "report.html" for c in cells],
+    )
     log.info("%s written to %s in %.0f s", name, out, time.perf_counter() - start)
     print(text)
     for path in grids:
         print(f"grids: {path}")
+    print(f"report: {page} (the table, the grids side by side, every run's report)")
     for cell in cells:
         print(f"report: {out / cell.name / 'train' / 'report.html'}")
     return {}
