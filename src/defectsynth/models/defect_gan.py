@@ -243,8 +243,8 @@ class DefectGAN(GANModule):
         """L_cycle both ways: over the whole image (the paper), or with
         ``model.stabilize.cycle_region=outside_defect`` without the defect's pixels — G's
         thresholded mask for F(G(x)) ≈ x, the real mask for G(F(y)) ≈ y. A defect destroys
-        what was under it; asking F to bring it back teaches G to hide the source in the defect
-        as faint colour noise (CycleGAN's steganography), which is what the defects showed."""
+        what was under it; asking F to bring it back rewards G for hiding the source in the
+        defect as faint colour noise (CycleGAN's steganography)."""
         if self.stabilize["cycle_region"] == "all":
             return losses.cycle_loss(rec_x, x) + losses.cycle_loss(rec_y, y)
         keep_x = 1 - (fake_mask.detach() >= 0.5).to(x.dtype)
