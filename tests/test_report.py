@@ -95,3 +95,18 @@ def test_overfitting_signal_gets_its_own_panel():
     assert any("Overfitting signal" in svg and "rt_D_Y" in svg for svg in panels)
     # a run without the signal (no daug columns) has no such panel
     assert len(loss_plots([{"epoch": "0", "train/loss_G_total_epoch": "1.0"}])) == 1
+
+
+def test_study_curves_left_in_the_run_folder_are_shown(tmp_path):
+    from defectsynth.report import study_figures
+
+    assert study_figures(tmp_path) == []  # no studies/ folder: no section
+    curve = np.zeros((20, 30, 3), np.uint8)
+    curve[:, :, 1] = 200
+    (tmp_path / "studies").mkdir()
+    Image.fromarray(curve).save(tmp_path / "studies" / "inspection-table4-clean-demo-x.png")
+    (figure,) = study_figures(tmp_path)
+    assert "inspection-table4-clean-demo-x" in figure
+    encoded = re.search(r"data:image/png;base64,([^']+)", figure).group(1)
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as shown:
+        assert np.array_equal(np.asarray(shown), curve)

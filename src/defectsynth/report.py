@@ -68,6 +68,7 @@ pre { background: #f7f7f7; padding: 1rem; overflow: auto; max-height: 28rem; fon
 .gallery figure { margin: 0; } .gallery img { width: 100%; image-rendering: pixelated; }
 figcaption { font-size: .8rem; color: #555; } .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 .note { color: #666; font-size: .9rem; }
+.studies figure { margin: .5rem 0; } .studies img { max-width: 100%; }
 """
 
 
@@ -195,6 +196,18 @@ def gallery(
     return synthetic, real
 
 
+def study_figures(run: Path) -> list[str]:
+    """The curves the inspection / segmentation studies left in ``<run>/studies/`` (their
+    real-vs-synthetic plots of this generator), newest name order."""
+    from PIL import Image
+
+    figures = []
+    for path in sorted((run / "studies").glob("*.png")):
+        with Image.open(path) as image:
+            figures.append(_figure(np.asarray(image.convert("RGB")), path.stem))
+    return figures
+
+
 def _figure(image: np.ndarray, caption: str) -> str:
     return (
         f"<figure><img alt='{html.escape(caption)}' src='{png_data_uri(image)}'>"
@@ -215,6 +228,7 @@ def build_report(
     plots = loss_plots(rows) if rows else []
     metrics = find_metrics(run)
     synthetic, real = gallery(run, n_samples, device, cache_dir)
+    studies = study_figures(run)  # src/inspection.py / src/segmentation.py curves
     name = f"{run.parent.name}/{run.name}" if run.name == "train" else run.name
     title = f"defectsynth report — {name}"
     sections = [
@@ -226,6 +240,11 @@ def build_report(
             metrics_table(metrics)
             if metrics
             else "<p class='note'>No metrics.json yet: run src/evaluate.py ckpt=… for this run.</p>"
+        ),
+        *(
+            ["<h2>Downstream studies</h2><div class='studies'>" + "".join(studies) + "</div>"]
+            if studies
+            else []
         ),
         "<h2>Loss curves</h2><div class='plots'>"
         + ("".join(plots) or "<p class='note'>No CSV logs in this run (logger=none?).</p>")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -247,8 +248,15 @@ def test_table4_has_real_rows_trained_only_on_the_generators_training_defects(
 
 
 def test_segmentation_real_rows_train_on_the_real_masks(tiny_ckpt, cache_dir, tmp_path):
-    cfg = study_cfg("segmentation", tmp_path, cache_dir, f"ckpt={tiny_ckpt}")
+    # a checkpoint in a training run's layout: the curve is copied there for report.html
+    generator = tmp_path / "generator"
+    ckpt = generator / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copyfile(tiny_ckpt, ckpt)
+    run = tmp_path / "run"
+    cfg = study_cfg("segmentation", run, cache_dir, f"ckpt={ckpt}")
     segmentation(cfg)
+    tmp_path = run
     runs = records(tmp_path)
     record = runs["unet-real_defects_reference-seed0"]
     assert record["counts"]["train"]["defective"] == 6 and record["synthetic_items"] == 0
@@ -260,6 +268,9 @@ def test_segmentation_real_rows_train_on_the_real_masks(tiny_ckpt, cache_dir, tm
     assert "| U-Net | Widget (scratch) | Real defects (reference) | 6 / 2 | 0 |" in table
     assert "Pixel AP over seeds" in table
     assert (tmp_path / "widget-scratch_real_vs_synthetic.png").is_file()
+    (copied,) = (generator / "studies").glob("*.png")
+    assert copied.read_bytes() == (tmp_path / "widget-scratch_real_vs_synthetic.png").read_bytes()
+    assert copied.name.startswith("segmentation-segmentation-clean-smoke-")
 
 
 def test_no_real_rows_under_the_paper_protocol(tiny_ckpt, cache_dir, tmp_path):
@@ -279,6 +290,7 @@ def test_real_options_are_checked_before_any_work(tiny_ckpt, cache_dir, tmp_path
         "real.val=1.0",
         "real.backbones=some",
         "real.seeds=[7]",
+        "real.seeds=[]",
         "real.count_ratio=0",
     ):
         cfg = study_cfg("inspection", tmp_path, cache_dir, f"ckpt={tiny_ckpt}", option)

@@ -20,6 +20,7 @@ import gc
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -418,10 +419,15 @@ def check_real_options(cfg: DictConfig, seeds: Sequence[int]) -> None:
         raise ConfigError(f"real.val={real.val}; expected a fraction in [0, 1)")
     if str(real.backbones) not in REAL_BACKBONES:
         raise ConfigError(f"real.backbones={real.backbones}; expected one of {REAL_BACKBONES}")
-    chosen = _int_list(real.seeds, "real.seeds", -(2**31)) if real.seeds is not None else []
+    if real.seeds is None:
+        return
+    chosen = _int_list(real.seeds, "real.seeds", -(2**31))
     missing = sorted(set(chosen) - set(seeds))
-    if missing:
-        raise ConfigError(f"real.seeds={chosen}: {missing} not in seeds={list(seeds)}")
+    if missing or not chosen:
+        raise ConfigError(
+            f"real.seeds={chosen}: expected some of seeds={list(seeds)} (null: all of them; "
+            "real.enabled=false: no real rows)"
+        )
 
 
 def real_seeds(cfg: DictConfig, seeds: Sequence[int]) -> list[int]:
@@ -1101,7 +1107,7 @@ def real_section(
     plans: dict[str, RealPlan] = extra["plans"]
     first = "Segmenter" if kind == "segmentation" else "Backbone"
     if not plans:
-        if not cfg.real.enabled:
+        if not cfg.real.enabled or str(cfg.protocol) != "paper":
             return None
         note = (
             "Not made under protocol=paper: its test set holds every real defect, including "
@@ -1142,6 +1148,7 @@ def real_section(
     ]
     network_names = [titles.get(n, n) for n in extra["real_networks"]]
     labels_to_names = {p.label: p.name for p in products}
+    by_label = {p.label: p for p in products}
     for label, plan in plans.items():
         data: StudyData = extra["data"][labels_to_names[label]]
         c = data.split.counts()
@@ -1247,7 +1254,30 @@ def real_section(
             synthetic_only,
         )
         notes.append(f"- Curve: `{path.name}` ({by_key[plotted][0]}).")
+        copied = share_with_generator(path, by_label[label], cfg)
+        if copied is not None:
+            notes.append(f"  (also `{copied}`, for `src/report.py run={copied.parents[1]}`)")
     return Table("Real vs synthetic", notes, header, rows, csv_rows)
+
+
+STUDIES = "studies"  # <generator run>/studies/*.png: the report's downstream-studies section
+
+
+def share_with_generator(path: Path, product: Product, cfg: DictConfig) -> Path | None:
+    """A copy of a study's curve in the run folder of the generator it measured
+    (``<run>/checkpoints/<ckpt>`` → ``<run>/studies/``), where report.html shows it."""
+    ckpt = product.main.path
+    if product.main.kind != "ckpt" or ckpt.parent.name != "checkpoints":
+        return None
+    target = ckpt.parent.parent / STUDIES / f"{cfg.task_name}-{cfg.run_name}-{path.name}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(path, tmp)
+    except OSError as err:  # a read-only checkpoint folder: the run folder's copy is enough
+        log.warning("could not copy %s to %s: %s", path.name, target.parent, err)
+        return None
+    return target
 
 
 # ------------------------------------------------------------------------------ jobs
@@ -1432,8 +1462,10 @@ def inspection(cfg: DictConfig) -> dict[str, float]:
             *_count_notes(extra["data"], products),
             "- Precision, recall, F1: the defective class, at P(defective) > "
             f"{cfg.train.threshold}; (macro): the mean over both classes, the reading of the "
-            "paper's Table 4. A row without synthetic data cannot exist (no defective training "
-            f"image); {CUT_PASTE} pastes real training defects instead.",
+            "paper's Table 4. Its rows train on synthetic defects only (the paper's question; "
+            f"{CUT_PASTE} pastes real training defects); the real-defect rows (Real defects, "
+            "Real + …) train on the real training defects, alone or with synthetic ones: see "
+            "*Real vs synthetic* below.",
         ],
         seconds,
     )
