@@ -292,6 +292,7 @@ def test_real_options_are_checked_before_any_work(tiny_ckpt, cache_dir, tmp_path
         "real.seeds=[7]",
         "real.seeds=[]",
         "real.count_ratio=0",
+        "real.metrics=[pixel_ap]",  # a segmentation metric for the classifier
     ):
         cfg = study_cfg("inspection", tmp_path, cache_dir, f"ckpt={tiny_ckpt}", option)
         with pytest.raises(ConfigError, match=option.split("=")[0].replace(".", r"\.")):

@@ -408,11 +408,12 @@ def real_counts(cfg: DictConfig) -> list[int]:
     return sorted(set(_int_list(cfg.real.counts, "real.counts", 1)))
 
 
-def check_real_options(cfg: DictConfig, seeds: Sequence[int]) -> None:
+def check_real_options(cfg: DictConfig, kind: str, seeds: Sequence[int]) -> None:
     """The real.* options, before any work."""
     real = cfg.real
     real_ratios(cfg)
     real_counts(cfg)
+    real_metrics(cfg, kind)
     if int(real.count_ratio) < 1:
         raise ConfigError(f"real.count_ratio={real.count_ratio}; expected a ratio ≥ 1")
     if not 0.0 <= float(real.val) < 1.0:
@@ -618,7 +619,7 @@ def _reduced_rows(
             f"on other defects than the first {k} real training defects of the real rows"
         )
     folder = out / f"real_k{k}"
-    base = {**split_settings(cfg, smaller, split.seed), "real.val_fraction": float(cfg.real.val)}
+    base = split_settings(cfg, smaller, split.seed)
     splits_file = folder / "splits.json"
     if splits_file.is_file():
         check_reuse(splits_file, json.loads(splits_file.read_text()).get("settings"), base)
@@ -635,7 +636,7 @@ def prepare_real(
     reference, every generator at every ratio, and (``real.counts``) the reduced real sets."""
     split = data.split
     real = split_real(split.donors, float(cfg.real.val))
-    base = {**split_settings(cfg, product, split.seed), "real.val_fraction": float(cfg.real.val)}
+    base = split_settings(cfg, product, split.seed)
     ratios = real_ratios(cfg)
     counts = real_counts(cfg)
     if counts:
@@ -1325,7 +1326,7 @@ def _study(cfg: DictConfig, kind: str) -> tuple[list[Product], dict, dict, list[
                 )
             if cfg.classifier.pretrained:
                 check_pretrained_weights(backbone)  # before any work
-    check_real_options(cfg, seeds)
+    check_real_options(cfg, kind, seeds)
     with_real = real_rows_enabled(cfg)
     seeds_real = set(real_seeds(cfg, seeds))
     networks_real = networks[:1] if str(cfg.real.backbones) == "first" else networks
