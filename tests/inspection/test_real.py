@@ -281,6 +281,7 @@ def test_no_real_rows_under_the_paper_protocol(tiny_ckpt, cache_dir, tmp_path):
     assert not [k for k in records(tmp_path) if "real" in k]
     table = (tmp_path / "table4.md").read_text()
     assert "## Real vs synthetic" in table and "Not made under protocol=paper" in table
+    assert not (tmp_path / "table4_real.csv").exists()
 
 
 def test_real_options_are_checked_before_any_work(tiny_ckpt, cache_dir, tmp_path):

@@ -2,16 +2,21 @@
 
 Per product and split: choose the split by protocol, make the synthetic sets (the generator's,
 cut-paste, baselines'), then per backbone (or U-Net), training set and seed: fit with Lightning,
-keep the best validation epoch, measure on the real test set. A run whose ``metrics.json`` exists
-is reused, so an interrupted study resumes where it stopped (rerun with
-``hydra.run.dir=<its folder>``) — only with the settings that made it (``cache``).
+keep the best validation epoch, measure on the real test set. Under protocol=clean the same
+loop also trains the real-defect rows (``real``: the real training defects alone and with N
+synthetic ones of each generator; ``prepare_real``), reported in a third table and a curve.
+A run whose ``metrics.json`` exists is reused, so an interrupted study resumes where it
+stopped (rerun with ``hydra.run.dir=<its folder>``) — only with the settings that made it
+(``cache``).
 
 Run folder::
 
     table4.md / table4.csv / table4.json          (segmentation.{md,csv,json})
     <category>-<defect>/split<seed>/splits.json   every file of every part of the split
     <category>-<defect>/split<seed>/synthetic/<set>/  synthetic sets (generate.py layout)
+    <category>-<defect>/split<seed>/real_k<k>/      a reduced real set's split and sets
     <category>-<defect>/runs/<net>-<set>-seed<k>/metrics.json (+ logger folders)
+    <category>-<defect>_real_vs_synthetic.png      the real-vs-synthetic curve
 """
 
 from __future__ import annotations
@@ -1074,8 +1079,9 @@ def write_table(
     log_table_to_wandb(cfg, out, f"{name}_pooled", pooled.header, pooled.rows)
     if real is not None:
         text += "\n" + markdown(real.header, real.rows, real.title, real.notes, level=2)
-        log_table_to_wandb(cfg, out, f"{name}_real", real.header, real.rows)
-        write_text(csv_text(list(real.csv_rows)), out / f"{name}_real.csv")
+        if real.rows:  # none under protocol=paper: the section only says why
+            log_table_to_wandb(cfg, out, f"{name}_real", real.header, real.rows)
+            write_text(csv_text(list(real.csv_rows)), out / f"{name}_real.csv")
     write_text(text, out / f"{name}.md")
     write_text(csv_text(list(main.csv_rows)), out / f"{name}.csv")
     write_text(csv_text(list(pooled.csv_rows)), out / f"{name}_pooled.csv")
