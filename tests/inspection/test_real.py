@@ -245,6 +245,16 @@ def test_table4_has_real_rows_trained_only_on_the_generators_training_defects(
     plot = tmp_path / "widget-scratch_real_vs_synthetic.png"
     with Image.open(plot) as image:
         assert image.size[0] > 300
+    # resumed in the same folder: every real row and its synthetic pool is reused as it is
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.json")}
+    stamps |= {p: p.stat().st_mtime_ns for p in cut.rglob("*.png")}
+    inspection(study_cfg("inspection", tmp_path, cache_dir, f"ckpt={tiny_ckpt}", "seeds=[0,1]"))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # another validation share changes the real rows' defects: the cached ones are refused
+    other = study_cfg("inspection", tmp_path, cache_dir, f"ckpt={tiny_ckpt}", "seeds=[0,1]")
+    other.real.val = 0.5
+    with pytest.raises(ConfigError, match=r"cut_paste_real_x2 was made with other .*donors"):
+        inspection(other)
 
 
 def test_segmentation_real_rows_train_on_the_real_masks(tiny_ckpt, cache_dir, tmp_path):
