@@ -41,7 +41,9 @@ table3: install
 	$(BIN)/python src/tables.py table=table3 scale=demo $(TABLE_ARGS)
 
 # Table 4 (defect inspection) and the segmentation study of the masks at demo scale on the
-# procedural tile/crack product; trains a demo generator first (reused later), ~21 min here.
+# procedural tile/crack product; trains a demo generator first (reused later), ~21 min here
+# before the real-vs-synthetic rows (README), which add an estimated ~5 min (ResNet-18 only,
+# x0/x1/x4, 2 seeds: conf/scale/demo.yaml).
 # The authors' protocol: make table4 TABLE4_ARGS="logger=csv composite=true protocol=paper"
 TABLE4_ARGS ?= logger=csv composite=true
 

@@ -106,3 +106,18 @@ def test_markdown_to_html_renders_our_tables_and_escapes():
     assert "<th>Method</th><th>FID</th>" in page
     assert "<td>A &amp; B</td><td>1.0 [0.5, 2]</td>" in page
     assert "---" not in page and "<p class='note'>note</p>" in page
+
+
+def test_study_curves_left_in_the_run_folder_are_shown(tmp_path):
+    from defectsynth.report import study_figures
+
+    assert study_figures(tmp_path) == []  # no studies/ folder: no section
+    curve = np.zeros((20, 30, 3), np.uint8)
+    curve[:, :, 1] = 200
+    (tmp_path / "studies").mkdir()
+    Image.fromarray(curve).save(tmp_path / "studies" / "inspection-table4-clean-demo-x.png")
+    (figure,) = study_figures(tmp_path)
+    assert "inspection-table4-clean-demo-x" in figure
+    encoded = re.search(r"data:image/png;base64,([^']+)", figure).group(1)
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as shown:
+        assert np.array_equal(np.asarray(shown), curve)

@@ -69,6 +69,7 @@ pre { background: #f7f7f7; padding: 1rem; overflow: auto; max-height: 28rem; fon
 .gallery figure { margin: 0; } .gallery img { width: 100%; image-rendering: pixelated; }
 figcaption { font-size: .8rem; color: #555; } .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 .note { color: #666; font-size: .9rem; }
+.studies figure { margin: .5rem 0; } .studies img { max-width: 100%; }
 """
 
 
@@ -224,6 +225,18 @@ def control_section(model: Any, datamodule: Any) -> str:
     )
 
 
+def study_figures(run: Path) -> list[str]:
+    """The curves the inspection / segmentation studies left in ``<run>/studies/`` (their
+    real-vs-synthetic plots of this generator), newest name order."""
+    from PIL import Image
+
+    figures = []
+    for path in sorted((run / "studies").glob("*.png")):
+        with Image.open(path) as image:
+            figures.append(_figure(np.asarray(image.convert("RGB")), path.stem))
+    return figures
+
+
 def _figure(image: np.ndarray, caption: str) -> str:
     return (
         f"<figure><img alt='{html.escape(caption)}' src='{png_data_uri(image)}'>"
@@ -245,6 +258,7 @@ def build_report(
     metrics = find_metrics(run)
     model, datamodule = _load_run(run, device, cache_dir)
     synthetic, real = _gallery(model, datamodule, n_samples, device)
+    studies = study_figures(run)  # src/inspection.py / src/segmentation.py curves
     name = f"{run.parent.name}/{run.name}" if run.name == "train" else run.name
     title = f"defectsynth report — {name}"
     sections = [
@@ -257,6 +271,11 @@ def build_report(
             metrics_table(metrics)
             if metrics
             else "<p class='note'>No metrics.json yet: run src/evaluate.py ckpt=… for this run.</p>"
+        ),
+        *(
+            ["<h2>Downstream studies</h2><div class='studies'>" + "".join(studies) + "</div>"]
+            if studies
+            else []
         ),
         "<h2>Loss curves</h2><div class='plots'>"
         + ("".join(plots) or "<p class='note'>No CSV logs in this run (logger=none?).</p>")

@@ -341,3 +341,29 @@ def test_generation_placement_from_the_datamodule(cache_dir, tmp_path):
     assert masks.shape == (5, 1, 32, 32) and len(descriptions) == 5
     assert all("ground_truth/crack" in d["source"] for d in descriptions)
     assert dm.requested_sampler is None  # generation does not switch training draws on
+
+
+def test_defect_train_limit_keeps_the_first_training_defects_and_the_same_test_set(tiny_mvtec):
+    def dm(**kwargs) -> DefectDataModule:
+        module = DefectDataModule(
+            category="widget",
+            defect="scratch",
+            root=str(tiny_mvtec),
+            image_size=32,
+            num_workers=0,
+            **kwargs,
+        )
+        module.setup()
+        return module
+
+    full, small = dm(), dm(defect_train_limit=3)
+    assert full.split is not None and small.split is not None
+    # 10 defects: 8 train the GAN; the limit keeps the first 3 by name and drops the other 5
+    assert [s.image.name for s in small.split.defect_train] == ["000.png", "001.png", "002.png"]
+    assert small.split.defect_test == full.split.defect_test
+    assert len(small.train_set.defect) == 3  # what training batches draw from
+    assert small.hparams["defect_train_limit"] == 3  # recorded in checkpoints
+    assert dm(defect_train_limit=20).split.defect_train == full.split.defect_train
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="defect_train_limit"):
+            dm(defect_train_limit=bad)

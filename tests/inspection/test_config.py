@@ -6,6 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from defectsynth import config as _config  # noqa: F401  (registers the ${names:…} resolver)
 from tests.helpers import REPO
 
 SIZES = {"smoke": (32, 32), "demo": (64, 64), "paper": (224, 256)}
@@ -28,3 +29,15 @@ def test_presets_compose_and_resolve(scale, classifier):
     assert cfg.run_name == f"table4-clean-{scale}"
     if scale == "paper":  # the authors' classifier setting
         assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr) == (100, 50, 2e-4)
+    # the real-defect rows: the full grid at paper scale, a budget at demo scale
+    for c in (cfg, seg):
+        assert c.real.enabled and 0 in c.real.ratios
+        assert c.real.seeds is None or set(c.real.seeds) <= set(c.seeds)
+    real = cfg.real
+    expected = {
+        "smoke": ([0, 1], [], "all", None),
+        "demo": ([0, 1, 4], [], "first", [0, 1]),
+        "paper": ([0, 1, 4, 16], [1, 2, 4], "all", None),
+    }[scale]
+    seeds = None if real.seeds is None else list(real.seeds)
+    assert (list(real.ratios), list(real.counts), real.backbones, seeds) == expected

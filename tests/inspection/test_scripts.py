@@ -52,8 +52,14 @@ def test_inspection_script_writes_table4(tiny_ckpt, cache_dir, tmp_path):
     assert "| ResNet-18 | Proposed approach | Widget (scratch) |" in table
     with open(run / "table4.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["Training defects"] for r in rows] == ["–", "Proposed approach", "Cut-paste"]
+    synthetic_only = ["–", "Proposed approach", "Cut-paste"]
+    # the real-defect rows (README "Real vs synthetic") follow Table 4's own
+    real = ["Real defects (reference)", "Real + Proposed approach ×1", "Real + Cut-paste ×1"]
+    assert [r["Training defects"] for r in rows] == [*synthetic_only, *real]
     assert all(r["protocol"] == "clean" for r in rows)
+    assert "## Real vs synthetic" in table and "## Real vs synthetic" in proc.stdout
+    assert (run / "table4_real.csv").is_file()
+    assert (run / "widget-scratch_real_vs_synthetic.png").is_file()
     assert {int(r["tn"]) + int(r["fp"]) + int(r["fn"]) + int(r["tp"]) for r in rows} == {4}
     split = json.loads((run / "widget-scratch" / "split0" / "splits.json").read_text())
     assert split["counts"]["defect_test"] == 2 and split["protocol"] == "clean"
@@ -67,7 +73,7 @@ def test_inspection_script_writes_table4(tiny_ckpt, cache_dir, tmp_path):
     assert "| ResNet-18 | Cut-paste | Widget (scratch) | 1 | 2 / 2 | 2 / 2 |" in table
     with open(run / "table4_pooled.csv", newline="") as fh:
         pooled = list(csv.DictReader(fh))
-    assert [r["Training defects"] for r in pooled] == ["–", "Proposed approach", "Cut-paste"]
+    assert [r["Training defects"] for r in pooled] == [*synthetic_only, *real]
     for per_seed, row in zip(rows, pooled, strict=True):
         assert [row[k] for k in ("tn", "fp", "fn", "tp")] == [
             per_seed[k] for k in ("tn", "fp", "fn", "tp")

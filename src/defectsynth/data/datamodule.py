@@ -37,6 +37,7 @@ from defectsynth.data.mvtec import (
     index_category,
     index_defect_types,
     index_folders,
+    limit_defect_train,
 )
 from defectsynth.data.placement import (
     FOREGROUND_IMAGES,
@@ -209,6 +210,7 @@ class DefectDataModule(L.LightningDataModule):
         placement: dict | None = None,
         foreground: str | None = None,
         foreground_png: str | None = None,
+        defect_train_limit: int | None = None,
     ) -> None:
         super().__init__()
         # stored in checkpoints, so generate/evaluate know what the model was trained on
@@ -249,6 +251,16 @@ class DefectDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers, self.cache_images = persistent_workers, cache_images
         self.train_fraction, self.seed = train_fraction, seed
+        if defect_train_limit is not None and (
+            isinstance(defect_train_limit, bool)
+            or not isinstance(defect_train_limit, int)
+            or defect_train_limit < 1
+        ):
+            raise ConfigError(
+                f"data.defect_train_limit={defect_train_limit!r}; expected a positive number of "
+                "training defects per type, or null for all of them"
+            )
+        self.defect_train_limit = defect_train_limit
         self.augment_config = AugmentConfig(**(augment or {}))
         self.procedural_spec = dict(procedural_spec or {})
         self.mask_threshold = mask_threshold
@@ -413,7 +425,8 @@ class DefectDataModule(L.LightningDataModule):
             split = index_category(
                 self.data_root(), self.category, self.defect, self.train_fraction, self.bad_files
             )
-        self.split = split = self._validated(split)
+        # fewer training defects (data.defect_train_limit): the same test defects
+        self.split = split = limit_defect_train(self._validated(split), self.defect_train_limit)
         counts = split.counts()
         notes = list(split.ignored)
         if self.bad_files.skipped:

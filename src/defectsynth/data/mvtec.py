@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from defectsynth.errors import ConfigError, DataError
@@ -252,6 +252,28 @@ def index_defect_types(
         normal_test=first.normal_test,
         defects=tuple(defects),
     )
+
+
+def limit_defect_train(split: MVTecSplit, limit: int | None) -> MVTecSplit:
+    """Keep only the first ``limit`` training defects (by file name) of each defect type; the
+    rest are dropped, not moved: the test defects stay the same. ``None`` keeps them all. The
+    inspection study retrains generators on such reduced sets (its data-efficiency curve)."""
+    if limit is None:
+        return split
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(
+            f"data.defect_train_limit={limit!r}; expected a positive number of training defects "
+            "per type, or null for all of them"
+        )
+    kept: list[DefectSample] = []
+    seen: dict[str | None, int] = {}
+    for sample in split.defect_train:
+        if seen.get(sample.defect, 0) < limit:
+            kept.append(sample)
+            seen[sample.defect] = seen.get(sample.defect, 0) + 1
+    dropped = len(split.defect_train) - len(kept)
+    ignored = (*split.ignored, f"{dropped} training defect(s) beyond data.defect_train_limit")
+    return replace(split, defect_train=tuple(kept), ignored=ignored if dropped else split.ignored)
 
 
 def check_defect_count(n: int, folder: Path) -> None:

@@ -9,6 +9,8 @@ and a segmentation study of the generated masks).
 ``segmenter``   a small U-Net (LightningModule)
 ``metrics``     torchmetrics-based classification and pixel metrics, mean ± std over seeds,
                 pooled over seeds with image-resampling intervals
+``real``        real-defect rows (reference, real + synthetic, fewer real defects), the leak
+                guard, the real-vs-synthetic curve
 ``cache``       cached results keyed by the settings that produced them
 ``study``       the jobs behind ``src/inspection.py`` and ``src/segmentation.py``
 """

@@ -36,8 +36,11 @@ from defectsynth.inspection.cutpaste import METHOD, CutPasteLayout, make_cutpast
 from defectsynth.inspection.data import read_png, real_image, real_mask
 from defectsynth.inspection.fitting import finish_wandb
 from defectsynth.synthesis import (
+    DEFAULT_MODEL,
+    FLIP_VARIANTS,
     MANIFEST_FIELDS,
     SynthesisLayout,
+    import_model_class,
     is_latent,
     load_model,
     read_info,
@@ -99,6 +102,22 @@ class Input:
         }
 
 
+def per_source_limit(source: Input) -> int | None:
+    """How many distinct images a checkpoint's model makes per source image: an
+    image-to-image model is deterministic, so its variety is the 4 flips it was trained with;
+    a latent or controllable model draws new codes (None: no limit). A samples= folder holds
+    what it holds (None here; its size limits it)."""
+    if source.kind != "ckpt":
+        return None
+    class_path = (load_checkpoint(source.path).get("defectsynth") or {}).get("model_class")
+    model_class = import_model_class(class_path or DEFAULT_MODEL)
+    if not getattr(model_class, "is_image_to_image", True) or getattr(
+        model_class, "is_controllable", False
+    ):
+        return None
+    return len(FLIP_VARIANTS)
+
+
 def method_title(model_class: str | None, ablation: str | None) -> str:
     name = (model_class or "DefectGAN").rsplit(".", 1)[-1]
     title = METHOD_TITLES.get(name, name)
@@ -121,6 +140,9 @@ class Product:
     # the data options recorded with the generator (checkpoint or synthesis.json), before the
     # study's data.* overrides: what decided which real defects trained it
     trained_on: dict[str, Any] = field(default_factory=dict)
+    # how the study trained the generator itself (products=, no ckpt=): conf/product name,
+    # experiment scale and train.py overrides, so it can retrain it on fewer real defects
+    recipe: tuple[str, str, tuple[str, ...]] | None = None
 
     @property
     def category(self) -> str:
@@ -172,6 +194,7 @@ SPLIT_OPTIONS = (
     "mask_suffix",
     "image_ext",
     "mask_ext",
+    "defect_train_limit",
 )
 
 
@@ -330,9 +353,12 @@ def generate_set(
     out: Path,
     options: DictConfig,
     title: str,
+    n_per_image: int | None = None,
 ) -> SyntheticSet:
     """Translate ``sources`` with the generator of ``ckpt`` (``options``: the synthesis keys
-    n_per_image, threshold, batch_size, precision, device, seed) into ``out``."""
+    n_per_image, threshold, batch_size, precision, device, seed; ``n_per_image`` overrides
+    the first) into ``out``."""
+    per_image = int(options.n_per_image) if n_per_image is None else int(n_per_image)
     if not finished(out):
         device = resolve_device(options.device)
         model, checkpoint = load_model(ckpt, device)
@@ -348,7 +374,7 @@ def generate_set(
             batch,
             [str(p) for p in sources],
             layout,
-            n_per_image=int(options.n_per_image),
+            n_per_image=per_image,
             threshold=float(options.threshold),
             batch_size=int(options.batch_size),
             device=device,
@@ -368,7 +394,7 @@ def generate_set(
                 "data": {k: v for k, v in product.datamodule.hparams.items() if k != "cache_dir"},
                 "source": "inspection study (sources chosen by protocol)",
                 "n_sources": len(sources),
-                "n_per_image": int(options.n_per_image),
+                "n_per_image": per_image,
                 "n_images": len(rows),
                 "seed": seed if latent else None,
                 "threshold": float(options.threshold),
