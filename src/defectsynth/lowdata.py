@@ -259,16 +259,25 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lowdata(cfg: DictConfig) -> dict[str, float]:
+def check_variants(cfg: DictConfig) -> None:
     unknown = [v for v in cfg.run if v not in cfg.variants]
     if unknown:
         raise ConfigError(f"run={list(cfg.run)} names {unknown}; variants: {list(cfg.variants)}")
+
+
+def open_study(cfg: DictConfig) -> tuple[Path, MetricSuite]:
+    """The output folder and the metric networks of a study over ``cfg.variants``; unknown
+    names in ``run`` and missing weight files stop here, before any training."""
+    check_variants(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    # the metric networks first: a missing weight file stops before any training
     probe = composed("evaluate", list(cfg.eval_overrides), out)
-    suite = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare()
+    return out, MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare()
+
+
+def lowdata(cfg: DictConfig) -> dict[str, float]:
+    start = time.perf_counter()
+    out, suite = open_study(cfg)
     cells = [
         (variant, product, int(seed))
         for product in study_products(cfg)

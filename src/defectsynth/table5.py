@@ -47,7 +47,7 @@ from defectsynth.control_figure import codes_by_placements
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.evaluation import MetricSuite, SampleSet, load_samples, report_row
 from defectsynth.generation import datamodule_from, run_synthesis
-from defectsynth.lowdata import train_and_evaluate
+from defectsynth.lowdata import check_variants, open_study, train_and_evaluate
 from defectsynth.metrics import bootstrap as B
 from defectsynth.report import build_report
 from defectsynth.synthesis import (
@@ -55,7 +55,6 @@ from defectsynth.synthesis import (
     is_controllable,
     load_model,
     read_manifest,
-    resolve_device,
 )
 from defectsynth.tables import composed
 from defectsynth.utils.grids import side_by_side
@@ -577,20 +576,14 @@ def figures(rows: list[dict[str, Any]], specs: list[DataSpec], out: Path) -> lis
 
 
 def table5(cfg: DictConfig) -> dict[str, float]:
-    unknown = [v for v in cfg.run if v not in cfg.variants]
-    if unknown:
-        raise ConfigError(f"run={list(cfg.run)} names {unknown}; variants: {list(cfg.variants)}")
+    start = time.perf_counter()
+    check_variants(cfg)
     if str(cfg.placement.mode) not in PLACEMENT_MODES:
         raise ConfigError(
             f"placement.mode={cfg.placement.mode!r}; expected one of {list(PLACEMENT_MODES)}"
         )
     specs = data_specs(cfg)
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    # the metric networks first: a missing weight file stops before any training
-    probe = composed("evaluate", list(cfg.eval_overrides), out)
-    suite = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare()
+    out, suite = open_study(cfg)
     cells = [
         (variant, data, int(seed)) for data in specs for seed in cfg.seeds for variant in cfg.run
     ]
