@@ -284,7 +284,13 @@ def lowdata(cfg: DictConfig) -> dict[str, float]:
         for seed in cfg.seeds
         for variant in cfg.run
     ]
-    rows = run_cells(cfg, cells, out, lambda v, p, s: run_cell(cfg, v, p, s, out, suite))
+    rows = run_cells(
+        cfg,
+        cells,
+        out,
+        lambda v, p, s: run_cell(cfg, v, p, s, out, suite),
+        done=lambda v, p, s: (out / f"{v}-{p.key}-seed{s}" / "row.json").is_file(),
+    )
     if rows is None:
         return {}
     table = aggregate(rows, cfg)

@@ -587,7 +587,13 @@ def table5(cfg: DictConfig) -> dict[str, float]:
     cells = [
         (variant, data, int(seed)) for data in specs for seed in cfg.seeds for variant in cfg.run
     ]
-    rows = run_cells(cfg, cells, out, lambda v, d, s: run_cell(cfg, v, d, s, out, suite))
+    rows = run_cells(
+        cfg,
+        cells,
+        out,
+        lambda v, d, s: run_cell(cfg, v, d, s, out, suite),
+        done=lambda v, d, s: (out / f"{v}-{d.label}-seed{s}" / "row.json").is_file(),
+    )
     if rows is None:
         return {}
     table = aggregate(rows, cfg, specs)

@@ -178,12 +178,16 @@ def tables(cfg: DictConfig) -> dict[str, float]:
     # load the metric networks before training anything: a missing weight file stops here
     probe = composed("evaluate", list(cfg.eval_overrides), out)
     networks = MetricSuite(probe.metrics, device=resolve_device(probe.device)).prepare().networks
-    done = run_cells(
-        cfg, [(cell,) for cell in cells], out, lambda c: run_cell(cfg, c, out, networks)
+    results = run_cells(
+        cfg,
+        [(cell,) for cell in cells],
+        out,
+        lambda c: run_cell(cfg, c, out, networks),
+        done=lambda c: (out / c.name / "evaluate" / "metrics.json").is_file(),
     )
-    if done is None:
+    if results is None:
         return {}
-    reports = dict(zip(cells, done, strict=True))
+    reports = dict(zip(cells, results, strict=True))
     rows, keys = build_rows(cfg, reports)
     name = cfg.table.name
     level = float(probe.metrics.bootstrap.level)

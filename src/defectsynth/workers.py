@@ -18,19 +18,25 @@ log = logging.getLogger(__name__)
 
 
 def run_cells(
-    cfg: DictConfig, cells: list[tuple], out: Path, run_one: Callable[..., dict[str, Any]]
+    cfg: DictConfig,
+    cells: list[tuple],
+    out: Path,
+    run_one: Callable[..., dict[str, Any]],
+    done: Callable[..., bool] = lambda *cell: False,
 ) -> list[dict[str, Any]] | None:
     """``run_one(*cell)`` for every cell, in order. With ``jobs`` > 1 the cells are first trained
     by worker processes (:func:`run_shards`); ``run_one`` then reads each cell's saved result
     back (every study's ``run_one`` reuses a finished cell). A worker (``shard=i/n``) runs its
-    share and returns None: the parent writes the table."""
+    share of the cells not ``done`` yet and returns None: the parent writes the table."""
+    # the cells still to train (``done``: a finished cell's result is on disk), dealt out evenly
+    pending = [cell for cell in cells if not done(*cell)]
     shard = cfg.get("shard")
     if shard is not None:
         index, count = (int(v) for v in str(shard).split("/"))
-        for cell in cells[index::count]:
+        for cell in pending[index::count]:
             run_one(*cell)
         return None
-    jobs = min(int(cfg.get("jobs") or 1), len(cells))
+    jobs = min(int(cfg.get("jobs") or 1), len(pending))
     if jobs > 1:
         run_shards(jobs, out)
     return [run_one(*cell) for cell in cells]
