@@ -90,3 +90,14 @@ def test_mask_lookup_uses_the_image_stem(tmp_path):
     write_png(root / "widget" / "test" / "scratch" / "extra.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(DataError, match=r"extra_mask\.png"):
         index_category(root, "widget", "scratch")
+
+
+@pytest.mark.parametrize("folder", ["train/good", "test/scratch"])
+def test_two_image_files_of_one_stem_are_refused_naming_them(tiny_mvtec, folder):
+    import shutil
+
+    where = tiny_mvtec / "widget" / folder
+    shutil.copy(where / "001.png", where / "001.jpg")
+    with pytest.raises(DataError, match=r"001\.jpg \+ 001\.png|001\.png \+ 001\.jpg") as err:
+        index_category(tiny_mvtec, "widget", "scratch")
+    assert str(where) in str(err.value)

@@ -189,10 +189,13 @@ def index_category(
         raise DataError(f"data.train_fraction={train_fraction} must be in (0, 1].")
 
     normal_train = list_images(root / category / "train" / "good", bad)
+    refuse_same_stems(root / category / "train" / "good", normal_train)
     if not normal_train:
         raise DataError(f"no images in {root / category / 'train' / 'good'}; expected PNG files.")
     samples = []
-    for image in list_images(root / category / "test" / defect, bad):
+    defect_images = list_images(root / category / "test" / defect, bad)
+    refuse_same_stems(root / category / "test" / defect, defect_images)
+    for image in defect_images:
         mask = mask_path_for(root, category, defect, image)
         if mask.is_file():
             samples.append(DefectSample(image, mask))
@@ -318,6 +321,20 @@ def _same_stem_files(files: Sequence[Path]) -> dict[str, list[Path]]:
     for p in files:
         by_stem.setdefault(p.stem, []).append(p)
     return {stem: group for stem, group in by_stem.items() if len(group) > 1}
+
+
+def refuse_same_stems(folder: Path, files: Sequence[Path]) -> None:
+    """An MVTec AD folder with two image files of one stem (``000.png`` and ``000.jpg``) is
+    ambiguous — which one is the sample, and which one does its ground-truth mask belong to?
+    Stop naming them rather than train on both."""
+    collisions = _same_stem_files(files)
+    if collisions:
+        shown = [" + ".join(p.name for p in collisions[s]) for s in sorted(collisions)]
+        raise DataError(
+            f"{folder} holds {len(collisions)} file stem(s) with several image files "
+            f"({_shown(shown)}); an MVTec AD folder has one image per stem (masks live in "
+            "ground_truth/). Remove or move the extra files."
+        )
 
 
 def folder_images(
