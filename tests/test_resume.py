@@ -173,3 +173,78 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     assert load_checkpoint(path)["epoch"] == 2
     # an atomic rename needs the temporary file on the checkpoint's own file system
     assert [Path(a).parent for a in renames] == [path.parent]
+
+
+def test_last_checkpoint_follows_the_clock_mid_epoch_and_at_epoch_ends(tmp_path, monkeypatch):
+    from defectsynth import callbacks as cb
+
+    now = [0.0]
+    monkeypatch.setattr(cb.time, "monotonic", lambda: now[0])
+    saves: list[int] = []
+
+    class Spy(LastCheckpoint):
+        def _save_last_checkpoint(self, trainer, candidates) -> None:
+            saves.append(trainer.fit_loop.epoch_loop.batch_progress.total.ready)
+            super()._save_last_checkpoint(trainer, candidates)
+
+    class Clock(L.Callback):  # 10 s of training per batch
+        def on_train_batch_end(self, *args) -> None:
+            now[0] += 10.0
+
+    torch.manual_seed(0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        plugins=[SafeCheckpointIO()],
+        callbacks=[Clock(), Spy(str(tmp_path), every_n_minutes=1.0)],
+    )
+    trainer.fit(DefectGAN(**TINY), DataLoader(FakeBatches(50, 16), batch_size=1))
+    # 50 batches per epoch; the clock is read every 20 batches and at each epoch end: due at
+    # batch 20 (200 s since the start), 40, the end of epoch 1 (50: 100 s after 40), 60, 80, and
+    # the end of epoch 2 (100) — which is also the end of training, saved once
+    assert saves == [20, 40, 50, 60, 80, 100]
+    assert (tmp_path / "last.ckpt").is_file()
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 1
+
+
+def test_async_checkpoints_are_chosen_by_config_and_write_the_final_state(tmp_path):
+    from lightning.pytorch.plugins.io import AsyncCheckpointIO
+    from omegaconf import OmegaConf
+
+    from defectsynth.errors import ConfigError
+    from defectsynth.training import checkpoint_io
+
+    def io(option, accelerator="cpu"):
+        cfg = OmegaConf.create(
+            {"async_checkpoints": option, "trainer": {"accelerator": accelerator}}
+        )
+        return checkpoint_io(cfg)
+
+    assert type(io("auto")) is SafeCheckpointIO  # CPU: the plain atomic writer
+    assert isinstance(io("auto", "gpu"), AsyncCheckpointIO)
+    assert isinstance(io(True).checkpoint_io, SafeCheckpointIO)  # still atomic, weights_only
+    assert type(io(False)) is SafeCheckpointIO
+    with pytest.raises(ConfigError, match="async_checkpoints"):
+        io("sometimes")
+
+    torch.manual_seed(0)
+    model = DefectGAN(**TINY)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        plugins=[io(True)],
+        callbacks=[LastCheckpoint(str(tmp_path), every_n_batches=1)],
+    )
+    trainer.fit(model, DataLoader(FakeBatches(4, 16), batch_size=1))
+    saved = load_checkpoint(tmp_path / "last.ckpt")["state_dict"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(saved[key], value), key
+    assert not list(tmp_path.glob("*.tmp*"))  # no temporary file left behind

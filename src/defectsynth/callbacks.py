@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -63,11 +64,21 @@ class SampleGrid(L.Callback):
 class LastCheckpoint(ModelCheckpoint):
     """Only ``last.ckpt``, for resuming: refreshed every ``every_n_epochs`` epochs and, if set,
     every ``every_n_batches`` training batches (counted in batches, not in Lightning's
-    optimizer steps, of which there are 3–4 per batch here). A class of its own so its
-    checkpointed state never collides with the periodic ModelCheckpoint."""
+    optimizer steps, of which there are 3–4 per batch here) and every ``every_n_minutes`` of
+    training — the cadence that suits a fast GPU, where a batch count means seconds. A class
+    of its own so its checkpointed state never collides with the periodic ModelCheckpoint."""
+
+    # how often (in batches) the clock is read for ``every_n_minutes``; under DDP each reading
+    # is one broadcast of rank 0's decision, so every rank saves at the same batch
+    CLOCK_EVERY = 20
 
     def __init__(
-        self, dirpath: str, every_n_epochs: int = 1, every_n_batches: int = 0, **kwargs
+        self,
+        dirpath: str,
+        every_n_epochs: int = 1,
+        every_n_batches: int = 0,
+        every_n_minutes: float = 0.0,
+        **kwargs,
     ) -> None:
         # no version counter: a resumed (or moved) run overwrites last.ckpt, never last-v1.ckpt
         super().__init__(
@@ -79,21 +90,41 @@ class LastCheckpoint(ModelCheckpoint):
             **kwargs,
         )
         self.every_n_batches = every_n_batches
+        self.every_n_minutes = float(every_n_minutes)
+        self._saved_at = time.monotonic()
+
+    def _time_is_up(self, trainer: L.Trainer, done: int | None = None) -> bool:
+        """``every_n_minutes`` have passed since the last save (read every ``CLOCK_EVERY``
+        batches when ``done`` is a batch count; always at an epoch's end)."""
+        if self.every_n_minutes <= 0 or (done is not None and done % self.CLOCK_EVERY):
+            return False
+        due = time.monotonic() - self._saved_at >= 60.0 * self.every_n_minutes
+        return bool(trainer.strategy.broadcast(due))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         done = trainer.fit_loop.epoch_loop.batch_progress.total.ready
-        if not self.every_n_batches or done % self.every_n_batches:
+        by_count = bool(self.every_n_batches) and done % self.every_n_batches == 0
+        if not (by_count or self._time_is_up(trainer, done)):
             return
         if batch_idx + 1 >= trainer.num_training_batches:
             return  # the epoch-end save follows and records the epoch as complete
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        self._saved_at = time.monotonic()
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # ModelCheckpoint writes last.ckpt only next to a top-k save; there are none here
         if self._should_skip_saving_checkpoint(trainer):
             return
-        if (trainer.current_epoch + 1) % max(self._every_n_epochs, 1) == 0:
+        if (trainer.current_epoch + 1) % max(self._every_n_epochs, 1):
+            return
+        # with a time cadence an epoch's end saves only once it is due: short epochs (a GPU
+        # does one in seconds) would otherwise write hundreds of checkpoints per run
+        final = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if final or self.every_n_minutes <= 0 or self._time_is_up(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

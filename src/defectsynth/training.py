@@ -8,13 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectsynth import config as _config  # noqa: F401  (registers resolvers)
 from defectsynth.checkpoint import SafeCheckpointIO
+from defectsynth.errors import ConfigError
 from defectsynth.utils.io import check_output_dir, write_text
 from defectsynth.utils.wandb import default_wandb_mode
 
@@ -47,6 +51,21 @@ def sweep_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
+def checkpoint_io(cfg: DictConfig) -> CheckpointIO:
+    """Atomic, ``weights_only`` checkpoint files; with ``async_checkpoints`` (``auto``: on a GPU)
+    written by Lightning's background thread from a copy of the tensors taken at save time, so
+    the checkpoint is the state of that batch while training goes on."""
+    option = cfg.get("async_checkpoints", False)
+    if option == "auto":
+        accelerator = str(cfg.trainer.get("accelerator", "auto"))
+        option = accelerator in ("gpu", "cuda") or (
+            accelerator == "auto" and torch.cuda.is_available()
+        )
+    elif not isinstance(option, bool):
+        raise ConfigError(f"async_checkpoints={option!r}; expected true, false or auto")
+    return AsyncCheckpointIO(SafeCheckpointIO()) if option else SafeCheckpointIO()
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured model; return the final logged metrics as floats."""
     output_dir = Path(cfg.paths.output_dir)
@@ -68,7 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not loggers:  # logger=none: nothing to send learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io(cfg)]
     )
 
     hparams = {
