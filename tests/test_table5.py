@@ -210,6 +210,7 @@ def test_table5_smoke_writes_every_row_column_figure_and_report(tmp_path, cache_
     assert [r["Model"] for r in table] == [
         "defect_gan (paper)",
         "defect_gan experiment=author_code",
+        "defect_gan experiment=low_data",
         "defect_gan_control",
     ]
     for row in table:
@@ -218,14 +219,15 @@ def test_table5_smoke_writes_every_row_column_figure_and_report(tmp_path, cache_
         for key in ("changed_outside", "mask_iou", "lpips_same_source", "lpips", "fid64"):
             assert float(row[key]) >= 0.0, key
         assert row["n_per_image"] == "4"
-    paper, _, control = table
+    paper, _, low_data, control = table
+    assert low_data["request_changed_iou"] == ""  # the paper model takes no request
     assert paper["request_changed_iou"] == "" and paper["n_placement"] == ""
     assert 0.0 <= float(control["request_changed_iou"]) <= 1.0
     assert 0.0 <= float(control["request_predicted_iou"]) <= 1.0
     assert int(control["n_placement"]) == 2 * int(control["n_sources"])
     assert len({r["batches"] for r in table}) == 1  # the same batches for every model
     cells = json.loads((tmp_path / "table5.json").read_text())["cells"]
-    assert cells[2]["changed_outside_mask"] == "requested"
+    assert cells[3]["changed_outside_mask"] == "requested"
     assert cells[0]["changed_outside_mask"] == "predicted"
     text = (tmp_path / "table5.md").read_text()
     assert text.count("| defect_gan_control |") == 5  # four sections and the sizes
