@@ -16,6 +16,7 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ def train_and_evaluate(
 def run_cell(
     cfg: DictConfig, variant: str, product: Product, seed: int, out: Path, suite: MetricSuite
 ) -> dict[str, Any]:
-    folder = out / f"{variant}-{product.key}-seed{seed}"
+    folder = out / cell_name(variant, product.key, seed)
     row_file = folder / "row.json"
     if row_file.is_file():
         log.info("reusing %s", row_file)
@@ -259,6 +260,32 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cell_name(variant: str, data: str, seed: int) -> str:
+    """A study cell's folder name (and the key of its saved ``row.json``)."""
+    return f"{variant}-{data}-seed{seed}"
+
+
+def run_study(
+    cfg: DictConfig,
+    datas: Sequence[Any],
+    key: Callable[[Any], str],
+    out: Path,
+    suite: MetricSuite,
+    run_cell: Callable[..., dict[str, Any]],
+) -> list[dict[str, Any]] | None:
+    """``run_cell(cfg, variant, data, seed, out, suite)`` for every data × seed × variant, in
+    worker processes when ``jobs`` > 1 (:func:`~defectsynth.workers.run_cells`); a cell with
+    its ``row.json`` is done. None in a worker."""
+    cells = [(v, d, int(s)) for d in datas for s in cfg.seeds for v in cfg.run]
+    return run_cells(
+        cfg,
+        cells,
+        out,
+        lambda v, d, s: run_cell(cfg, v, d, s, out, suite),
+        done=lambda v, d, s: (out / cell_name(v, key(d), s) / "row.json").is_file(),
+    )
+
+
 def check_variants(cfg: DictConfig) -> None:
     unknown = [v for v in cfg.run if v not in cfg.variants]
     if unknown:
@@ -278,19 +305,7 @@ def open_study(cfg: DictConfig) -> tuple[Path, MetricSuite]:
 def lowdata(cfg: DictConfig) -> dict[str, float]:
     start = time.perf_counter()
     out, suite = open_study(cfg)
-    cells = [
-        (variant, product, int(seed))
-        for product in study_products(cfg)
-        for seed in cfg.seeds
-        for variant in cfg.run
-    ]
-    rows = run_cells(
-        cfg,
-        cells,
-        out,
-        lambda v, p, s: run_cell(cfg, v, p, s, out, suite),
-        done=lambda v, p, s: (out / f"{v}-{p.key}-seed{s}" / "row.json").is_file(),
-    )
+    rows = run_study(cfg, study_products(cfg), lambda p: p.key, out, suite, run_cell)
     if rows is None:
         return {}
     table = aggregate(rows, cfg)

@@ -47,7 +47,13 @@ from defectsynth.control_figure import codes_by_placements
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.evaluation import MetricSuite, SampleSet, load_samples, report_row
 from defectsynth.generation import datamodule_from, run_synthesis
-from defectsynth.lowdata import check_variants, open_study, train_and_evaluate
+from defectsynth.lowdata import (
+    cell_name,
+    check_variants,
+    open_study,
+    run_study,
+    train_and_evaluate,
+)
 from defectsynth.metrics import bootstrap as B
 from defectsynth.report import build_report
 from defectsynth.synthesis import (
@@ -59,7 +65,6 @@ from defectsynth.synthesis import (
 from defectsynth.tables import composed
 from defectsynth.utils.grids import side_by_side
 from defectsynth.utils.io import save_png, write_text
-from defectsynth.workers import run_cells
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +349,7 @@ def _interval_of(report: dict[str, Any], key: str) -> list[float] | None:
 def run_cell(
     cfg: DictConfig, variant: str, data: DataSpec, seed: int, out: Path, suite: MetricSuite
 ) -> dict[str, Any]:
-    folder = out / f"{variant}-{data.label}-seed{seed}"
+    folder = out / cell_name(variant, data.label, seed)
     row_file = folder / "row.json"
     if row_file.is_file():
         log.info("reusing %s", row_file)
@@ -584,16 +589,7 @@ def table5(cfg: DictConfig) -> dict[str, float]:
         )
     specs = data_specs(cfg)
     out, suite = open_study(cfg)
-    cells = [
-        (variant, data, int(seed)) for data in specs for seed in cfg.seeds for variant in cfg.run
-    ]
-    rows = run_cells(
-        cfg,
-        cells,
-        out,
-        lambda v, d, s: run_cell(cfg, v, d, s, out, suite),
-        done=lambda v, d, s: (out / f"{v}-{d.label}-seed{s}" / "row.json").is_file(),
-    )
+    rows = run_study(cfg, specs, lambda d: d.label, out, suite, run_cell)
     if rows is None:
         return {}
     table = aggregate(rows, cfg, specs)
