@@ -88,22 +88,27 @@ def test_truncated_last_checkpoint_is_a_clear_error_naming_the_file(smoke_run, c
     assert "last.ckpt cannot be loaded" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def checkpointing_trainer(tmp_path, callbacks, io=None, epochs: int = 1) -> L.Trainer:
+    """A quiet CPU trainer that writes checkpoints into ``tmp_path`` through ``io``."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        plugins=[io or SafeCheckpointIO()],
+        callbacks=callbacks,
+    )
+
+
 def fit_with_nan(policy: str, tmp_path, fused: bool = False) -> tuple[DefectGAN, L.Trainer]:
     torch.manual_seed(0)
     data = FakeBatches(3, size=16)
     data.items[1]["normal"][:] = float("nan")  # the second batch poisons every loss
     # fused Adam: the GPU's path, where the guard skips a step on the device (``found_inf``)
     model = DefectGAN(**TINY, nan_policy=policy, optimizer={"fused": fused})
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        plugins=[SafeCheckpointIO()],
-        callbacks=[LastCheckpoint(str(tmp_path), every_n_batches=1)],
-    )
+    trainer = checkpointing_trainer(tmp_path, [LastCheckpoint(str(tmp_path), every_n_batches=1)])
     trainer.fit(model, DataLoader(data, batch_size=1))
     return model, trainer
 
@@ -192,15 +197,8 @@ def test_last_checkpoint_follows_the_clock_mid_epoch_and_at_epoch_ends(tmp_path,
             now[0] += 10.0
 
     torch.manual_seed(0)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        plugins=[SafeCheckpointIO()],
-        callbacks=[Clock(), Spy(str(tmp_path), every_n_minutes=1.0)],
+    trainer = checkpointing_trainer(
+        tmp_path, [Clock(), Spy(str(tmp_path), every_n_minutes=1.0)], epochs=2
     )
     trainer.fit(DefectGAN(**TINY), DataLoader(FakeBatches(50, 16), batch_size=1))
     # 50 batches per epoch; the clock is read every 20 batches and at each epoch end: due at
@@ -233,15 +231,8 @@ def test_async_checkpoints_are_chosen_by_config_and_write_the_final_state(tmp_pa
 
     torch.manual_seed(0)
     model = DefectGAN(**TINY)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        plugins=[io(True)],
-        callbacks=[LastCheckpoint(str(tmp_path), every_n_batches=1)],
+    trainer = checkpointing_trainer(
+        tmp_path, [LastCheckpoint(str(tmp_path), every_n_batches=1)], io=io(True)
     )
     trainer.fit(model, DataLoader(FakeBatches(4, 16), batch_size=1))
     saved = load_checkpoint(tmp_path / "last.ckpt")["state_dict"]
