@@ -93,6 +93,10 @@ class LastCheckpoint(ModelCheckpoint):
         self.every_n_minutes = float(every_n_minutes)
         self._saved_at = time.monotonic()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._saved_at = time.monotonic()  # minutes of training, not of data decoding
+
     def _time_is_up(self, trainer: L.Trainer, done: int | None = None) -> bool:
         """``every_n_minutes`` have passed since the last save (read every ``CLOCK_EVERY``
         batches when ``done`` is a batch count; always at an epoch's end)."""
