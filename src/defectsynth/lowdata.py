@@ -163,10 +163,9 @@ def run_cell(
     cfg: DictConfig, variant: str, product: Product, seed: int, out: Path, suite: MetricSuite
 ) -> dict[str, Any]:
     folder = out / cell_name(variant, product.key, seed)
+    if (saved := saved_row(folder)) is not None:
+        return saved
     row_file = folder / "row.json"
-    if row_file.is_file():
-        log.info("reusing %s", row_file)
-        return json.loads(row_file.read_text())
     overrides = [
         f"experiment={cfg.variants[variant].experiment}",
         f"product={product.name}",
@@ -263,6 +262,15 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
 def cell_name(variant: str, data: str, seed: int) -> str:
     """A study cell's folder name (and the key of its saved ``row.json``)."""
     return f"{variant}-{data}-seed{seed}"
+
+
+def saved_row(folder: Path) -> dict[str, Any] | None:
+    """A finished cell's ``row.json`` (an interrupted study resumes from these), else None."""
+    row_file = folder / "row.json"
+    if not row_file.is_file():
+        return None
+    log.info("reusing %s", row_file)
+    return json.loads(row_file.read_text())
 
 
 def run_study(

@@ -52,6 +52,7 @@ from defectsynth.lowdata import (
     check_variants,
     open_study,
     run_study,
+    saved_row,
     train_and_evaluate,
 )
 from defectsynth.metrics import bootstrap as B
@@ -350,10 +351,9 @@ def run_cell(
     cfg: DictConfig, variant: str, data: DataSpec, seed: int, out: Path, suite: MetricSuite
 ) -> dict[str, Any]:
     folder = out / cell_name(variant, data.label, seed)
+    if (saved := saved_row(folder)) is not None:
+        return saved
     row_file = folder / "row.json"
-    if row_file.is_file():
-        log.info("reusing %s", row_file)
-        return json.loads(row_file.read_text())
     start = time.perf_counter()
     v = cfg.variants[variant]
     n_per_image = int(cfg.n_per_image)
