@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,6 +174,19 @@ def test_the_table_has_every_row_and_column_and_dashes_where_no_request_is_taken
     assert "| C | tile (procedural) | 132 | 33 | 4 | 66 | 14 | 3 | 690 |" in text
 
 
+def test_the_default_run_compares_the_paper_its_authors_low_data_and_control():
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "table5.yaml")
+    assert list(cfg.run) == ["paper", "author_code", "low_data", "control"]
+    labels = [cfg.variants[v].label for v in cfg.run]
+    assert labels == [
+        "defect_gan (paper)",
+        "defect_gan experiment=author_code",
+        "defect_gan experiment=low_data",
+        "defect_gan_control",
+    ]
+    assert [cfg.variants[v].model for v in cfg.run] == ["defect_gan"] * 3 + ["defect_gan_control"]
+
+
 def test_several_seeds_give_mean_and_std_over_seeds():
     cfg = _table_cfg([0, 1])
     rows = [_cell("control", "C", 0, True), _cell("control", "C", 1, True, shift=0.2)]
@@ -200,6 +214,9 @@ def test_table5_smoke_writes_every_row_column_figure_and_report(tmp_path, cache_
     run_script(
         "table5.py",
         "preset=smoke",
+        # two of the four default variants: a paper model and the controllable one (the four
+        # are checked without training above)
+        "run=[low_data,control]",
         "placement.mode=random",
         "figure.n_codes=3",
         f"hydra.run.dir={tmp_path}",
@@ -208,8 +225,6 @@ def test_table5_smoke_writes_every_row_column_figure_and_report(tmp_path, cache_
     with open(tmp_path / "table5.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert [r["Model"] for r in table] == [
-        "defect_gan (paper)",
-        "defect_gan experiment=author_code",
         "defect_gan experiment=low_data",
         "defect_gan_control",
     ]
@@ -219,15 +234,15 @@ def test_table5_smoke_writes_every_row_column_figure_and_report(tmp_path, cache_
         for key in ("changed_outside", "mask_iou", "lpips_same_source", "lpips", "fid64"):
             assert float(row[key]) >= 0.0, key
         assert row["n_per_image"] == "4"
-    paper, _, low_data, control = table
-    assert low_data["request_changed_iou"] == ""  # the paper model takes no request
-    assert paper["request_changed_iou"] == "" and paper["n_placement"] == ""
+    low_data, control = table
+    # the paper model takes no request
+    assert low_data["request_changed_iou"] == "" and low_data["n_placement"] == ""
     assert 0.0 <= float(control["request_changed_iou"]) <= 1.0
     assert 0.0 <= float(control["request_predicted_iou"]) <= 1.0
     assert int(control["n_placement"]) == 2 * int(control["n_sources"])
     assert len({r["batches"] for r in table}) == 1  # the same batches for every model
     cells = json.loads((tmp_path / "table5.json").read_text())["cells"]
-    assert cells[3]["changed_outside_mask"] == "requested"
+    assert cells[1]["changed_outside_mask"] == "requested"
     assert cells[0]["changed_outside_mask"] == "predicted"
     text = (tmp_path / "table5.md").read_text()
     assert text.count("| defect_gan_control |") == 5  # four sections and the sizes
@@ -238,7 +253,7 @@ def test_table5_smoke_writes_every_row_column_figure_and_report(tmp_path, cache_
     assert (tmp_path / "grids-tile.png").is_file()
     report = (tmp_path / "control-tile-seed0" / "train" / "report.html").read_text()
     assert "Noise codes × placements" in report
-    paper_report = (tmp_path / "paper-tile-seed0" / "train" / "report.html").read_text()
+    paper_report = (tmp_path / "low_data-tile-seed0" / "train" / "report.html").read_text()
     assert "Noise codes" not in paper_report
     placement = tmp_path / "control-tile-seed0" / "placement" / "samples" / "synthesis.json"
     assert json.loads(placement.read_text())["placement"]["placement"] == "random"
