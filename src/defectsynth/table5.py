@@ -548,8 +548,9 @@ def markdown(table: list[dict[str, Any]], cfg: DictConfig) -> str:
         "exceeds metrics.change_threshold; the mask is the *requested* one for the "
         "controllable model, the *predicted* one for the others.",
         "- Same-source LPIPS: mean LPIPS between the samples of one source image (controllable "
-        "model: different noise codes; the paper models are deterministic: their ≤ 4 flip "
-        "variants, flipped back); interval over source images.",
+        "model: a different noise code *and* a different stored request per sample — the "
+        "codes alone are shown by the figure; the paper models are deterministic: their ≤ 4 "
+        "flip variants, flipped back); interval over source images.",
         f"- Placement: requested masks never seen in training ({placement}); "
         f"{DASH} for models that take no request. Changed off foreground: share of the changed "
         "pixels off the product's foreground (textures: the whole image is foreground, so 0); "

@@ -63,15 +63,28 @@ def test_preservation_loss_counts_changes_outside_the_request_only():
     assert losses.preservation_loss(x, everywhere, requested) == pytest.approx(0.5)
 
 
-def test_mode_seeking_loss_is_the_inverse_distance_ratio():
+def test_mode_seeking_loss_is_a_hinge_on_the_distance_ratio_inside_the_region():
     a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
     za, zb = torch.zeros(2, 8), torch.ones(2, 8)
-    # image distance 0.5 per code distance 1 → 1 / 0.5
-    assert losses.mode_seeking_loss(a, b, za, zb) == pytest.approx(2.0, rel=1e-4)
-    # the same image for both codes is the worst case: a huge loss
-    assert losses.mode_seeking_loss(a, a, za, zb) > 1e4
-    far = losses.mode_seeking_loss(a, b * 4, za, zb)
-    assert far < losses.mode_seeking_loss(a, b, za, zb)
+    # image distance 0.5 per code distance 1: half of the target 1.0 → 0.5; at the target → 0
+    assert losses.mode_seeking_loss(a, b, za, zb, target=1.0) == pytest.approx(0.5, rel=1e-4)
+    assert losses.mode_seeking_loss(a, b, za, zb, target=0.5) == pytest.approx(0.0, abs=1e-6)
+    # the same image for both codes is the worst case, and it is bounded
+    assert losses.mode_seeking_loss(a, a, za, zb) == pytest.approx(1.0)
+    # inside a region: a change on its 4 of 16 pixels counts fully, not diluted by the rest
+    region = torch.zeros(2, 1, 4, 4)
+    region[..., :2, :2] = 1
+    local = a.clone()
+    local[..., :2, :2] = 0.5
+    assert losses.mode_seeking_loss(a, local, za, zb, region, 1.0) == pytest.approx(0.5, rel=1e-4)
+    diluted = losses.mode_seeking_loss(a, local, za, zb, None, 1.0)
+    assert diluted == pytest.approx(1 - 0.125, rel=1e-4)
+    # the gradient pushes the two outputs apart while below the target
+    b_var = b.clone().requires_grad_(True)
+    losses.mode_seeking_loss(a, b_var, za, zb, target=1.0).backward()
+    assert (b_var.grad < 0).all()
+    with pytest.raises(ValueError, match="target"):
+        losses.mode_seeking_loss(a, b, za, zb, target=0.0)
 
 
 # ----------------------------------------------------------------------------- structure
@@ -128,6 +141,8 @@ def test_bad_options_are_config_errors():
         DefectGANControl(**TINY, control={"lamda_mask": 1.0})
     with pytest.raises(ConfigError, match="mask_loss"):
         DefectGANControl(**TINY, control={"mask_loss": "focal"})
+    with pytest.raises(ConfigError, match="diversity_target"):
+        DefectGANControl(**TINY, control={"diversity_target": 0})
 
 
 # ----------------------------------------------------------------------------- inputs matter
@@ -180,7 +195,9 @@ def test_a_request_is_honoured_after_a_short_fit_and_would_not_be_without_the_ma
     torch.set_num_threads(1)  # tiny convolutions: threads only contend (~20× faster here)
     try:
         torch.manual_seed(0)
-        model = DefectGANControl(generator={"ngf": 8, "n_blocks": 1}, control={"z_dim": 4})
+        model = DefectGANControl(
+            generator={"ngf": 8, "n_blocks": 1}, control={"z_dim": 4, "gate_mask": False}
+        )
         opt = torch.optim.Adam(model.G.parameters(), lr=3e-3)
         # unseen requests on the fitted images (4 noise images are memorised, not generalised)
         x, test = images(4), box(8, seed=10_000)
@@ -209,6 +226,26 @@ def test_a_request_is_honoured_after_a_short_fit_and_would_not_be_without_the_ma
         assert outside < 0.5 * untrained, (outside, untrained)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_gated_mask_never_leaves_the_request_and_an_ungated_one_can():
+    """gate_mask (the default): whatever the weights, G's mask and — pasted — its changes are
+    zero outside the request; inside, the branch still decides (the mask is not the request)."""
+    torch.manual_seed(0)
+    x, requested = images(3), box(3)
+    for gate in (True, False):
+        model = DefectGANControl(
+            **TINY, control={"z_dim": 4, "gate_mask": gate}, stabilize={"compose": "paste"}
+        ).eval()
+        with torch.no_grad():
+            image, mask = model(x, requested, model.codes([1, 2, 3]))
+        outside = requested == 0
+        if gate:
+            assert mask[outside].max() == 0 and torch.equal(image * outside, x * outside)
+            inside = mask[~outside]
+            assert inside.std() > 0 and not torch.equal(inside, torch.ones_like(inside))
+        else:
+            assert mask[outside].max() > 0.1
 
 
 # ----------------------------------------------------------------------------- training

@@ -9,7 +9,8 @@ terms are added, each switchable (``model.control``):
 
 * ``mask_follow`` — G's mask is the requested one (BCE + Dice);
 * ``preserve`` — outside the requested region the image is left alone (L1);
-* ``diversity`` — mode seeking: two codes on the same input give different images.
+* ``diversity`` — mode seeking inside the request: two codes on the same input give different
+  defects (bounded: ``losses.mode_seeking_loss``).
 
 Identity with a request: a defective image y asked for a defect exactly where it already has
 one (its real mask) with the neutral code z = 0 should come back unchanged, G(y, m_y, 0) = y. The
@@ -39,12 +40,14 @@ from defectsynth.models.generator import ControllableGenerator, DefectGenerator
 CONTROL_DEFAULTS: dict[str, Any] = {
     "z_dim": 8,
     "n_types": None,  # null: the number of data.defect types, set when training starts
+    "gate_mask": True,  # G's mask = request ⊙ mask branch: never outside the request
     "mask_follow": True,
     "preserve": True,
     "diversity": True,
     "lambda_mask": 10.0,
     "lambda_preserve": 10.0,
     "lambda_diversity": 1.0,
+    "diversity_target": 0.5,  # mode seeking stops once codes differ this much (losses)
     "mask_loss": "bce_dice",
     "bank_size": 64,  # real training masks kept in the checkpoint for generate(x)
 }
@@ -70,6 +73,11 @@ class DefectGANControl(DefectGAN):
                 f"model.control.mask_loss={self.control['mask_loss']!r}; expected one of "
                 f"{list(losses.MASK_FOLLOW_KINDS)}"
             )
+        if not float(self.control["diversity_target"]) > 0:
+            raise ConfigError(
+                f"model.control.diversity_target={self.control['diversity_target']!r}; expected "
+                "a positive mean |Δ| per unit code distance (e.g. 0.5)"
+            )
         self.generator_options = dict(options.get("generator") or {})
         self.G = self._controllable_generator(int(self.control["n_types"] or 1))
         # F maps back to the image only (as in the paper its mask feeds no loss): no branch
@@ -80,7 +88,10 @@ class DefectGANControl(DefectGAN):
 
     def _controllable_generator(self, n_types: int) -> ControllableGenerator:
         return ControllableGenerator(
-            **self.generator_options, z_dim=int(self.control["z_dim"]), n_types=n_types
+            **self.generator_options,
+            z_dim=int(self.control["z_dim"]),
+            n_types=n_types,
+            gate_mask=bool(self.control["gate_mask"]),
         )
 
     def trains_g_mask(self) -> bool:
@@ -252,7 +263,9 @@ class DefectGANControl(DefectGAN):
         if "diversity" in self.control_terms:
             z2 = torch.randn_like(z)
             other, _ = self.translate(x, requested, z2, types, with_mask=False)
-            out["diversity"] = losses.mode_seeking_loss(fake_y, other, z, z2)
+            out["diversity"] = losses.mode_seeking_loss(
+                fake_y, other, z, z2, requested, float(self.control["diversity_target"])
+            )
         return out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
