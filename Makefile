@@ -8,7 +8,7 @@ TABLE_ARGS ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test lint bench table2 table3 table4 table5 table6 clean
+.PHONY: install demo test lint bench bench-decode table2 table3 table4 table5 table6 clean
 
 install: $(STAMP)
 
@@ -73,6 +73,14 @@ table5: install
 # speed and memory, side by side with a reference-style mode (< 10 min on 2 CPU cores)
 bench: install
 	$(BIN)/python bench/bench.py
+
+# start-up decoding at scale: 5,000 procedural 2048² JPEGs (~1.7 GB, in a temporary folder),
+# decoded cold, then warm from the disk cache: wall time, images/s, peak RSS. Smaller or kept:
+# make bench-decode DECODE_ARGS="--n 200 --dir /tmp/decode-scale"; add --out to save the JSON
+DECODE_ARGS ?=
+
+bench-decode: install
+	$(BIN)/python bench/decode_scale.py $(DECODE_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -8,19 +8,64 @@ decoded again and nothing stale is served.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import logging
-from collections.abc import Sequence
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from defectsynth.errors import ConfigError, DataError
 from defectsynth.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
+
+#: what ``ImageCache.preload`` takes: ("image" or "mask", file, shorter side or None)
+PreloadItem = tuple[str, Path | str, int | None]
+#: files being decoded or decoded but not yet taken into the cache, per worker thread: enough
+#: to keep every thread busy while the results are taken in order, and few enough that a run
+#: over thousands of files never holds more than a handful of full-resolution images
+IN_FLIGHT_PER_WORKER = 2
+#: fewer files decode in about a second: no progress bar, no summary line
+PROGRESS_MIN_ITEMS = 64
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity under taskset/cgroups, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity on macOS/Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_decode_workers(value: object) -> int:
+    """``data.decode_workers``: ``auto`` (one thread per available CPU) or a number >= 1."""
+    if value == "auto":
+        return available_cpus()
+    # bool is an int subclass: `true` is a typo for a number, not one worker
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(
+        f"data.decode_workers={value!r}; expected auto (one decoding thread per available CPU, "
+        f"{available_cpus()} here) or a whole number of threads >= 1."
+    )
 
 
 def _open(path: Path) -> Image.Image:
@@ -66,8 +111,12 @@ def _resized_shape(width: int, height: int, shorter_side: int) -> tuple[int, int
 
 def decode_image(path: Path, shorter_side: int | None) -> np.ndarray:
     """HxWx3 uint8 RGB; grayscale becomes 3-channel; shorter side resized (bicubic, antialiased)."""
-    array = _to_uint8(_open(path))
-    image = Image.fromarray(array).convert("RGB")
+    image = _open(path)
+    # an 8-bit RGB file (most photos) is resized as decoded: the round trip through numpy gives
+    # the same pixels but costs four full-resolution copies (~60 MB for a 2048² image), which
+    # every parallel decoding thread would hold at once
+    if image.mode != "RGB":
+        image = Image.fromarray(_to_uint8(image)).convert("RGB")
     if shorter_side is not None:
         image = image.resize(_resized_shape(*image.size, shorter_side), Image.Resampling.BICUBIC)
     return np.ascontiguousarray(np.asarray(image))
@@ -183,6 +232,84 @@ class ImageCache:
     def mask(self, path: Path, shorter_side: int | None) -> np.ndarray:
         return self._get("mask", Path(path), shorter_side)
 
+    def preload(
+        self,
+        items: Iterable[PreloadItem],
+        workers: int = 1,
+        description: str = "decoding images",
+        errors: str = "raise",
+    ) -> dict[int, DataError]:
+        """Decode (or read from the disk cache) every item not yet in memory, ``workers`` at a
+        time in threads, and keep the results in memory: later ``image``/``mask`` calls return
+        them without decoding. Arrays, disk cache files and errors are those of calling
+        ``image``/``mask`` on each item in turn.
+
+        Pillow's decoders and resampling release the GIL, so threads decode in parallel; at
+        most ``IN_FLIGHT_PER_WORKER * workers`` files are under way at once, and only the
+        resized arrays are kept. A bar shows the progress on a terminal (from
+        ``PROGRESS_MIN_ITEMS`` files to decode).
+
+        ``errors="raise"`` raises the DataError of the first unusable item (in the order of
+        ``items``, as a loop would), after the others under way have stopped;
+        ``errors="collect"`` decodes everything else and returns the errors by the item's
+        index (its first occurrence), caching nothing for those items.
+        """
+        if errors not in ("raise", "collect"):
+            raise ValueError(f"errors={errors!r}; expected 'raise' or 'collect'")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers={workers!r}; expected an int >= 1")
+        todo: list[tuple[int, tuple[str, str, int | None]]] = []
+        queued: set[tuple[str, str, int | None]] = set()
+        for index, (kind, path, shorter_side) in enumerate(items):
+            if kind not in ("image", "mask"):
+                raise ValueError(f"item {index}: kind {kind!r}; expected 'image' or 'mask'")
+            key = (kind, str(Path(path)), shorter_side)  # as `_get` keys it
+            if key not in self._memory and key not in queued:  # each file once
+                queued.add(key)
+                todo.append((index, key))
+        failures: dict[int, DataError] = {}
+        if not todo:
+            return failures
+        start = time.perf_counter()
+        limit = IN_FLIGHT_PER_WORKER * workers
+        waiting = iter(todo)
+        # results are taken in submission order: the first error is the one a loop would meet,
+        # and the memory cache fills in the order of ``items``
+        pending: deque[tuple[int, tuple[str, str, int | None], Future[np.ndarray]]] = deque()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        try:
+            with _progress(len(todo), description) as advance:
+                while True:
+                    # top up to the limit: never thousands of futures at once
+                    for index, key in itertools.islice(waiting, limit - len(pending)):
+                        future = pool.submit(self._from_disk, key[0], Path(key[1]), key[2])
+                        pending.append((index, key, future))
+                    if not pending:
+                        break
+                    index, key, future = pending.popleft()
+                    try:
+                        self._memory[key] = future.result()
+                    except DataError as err:
+                        if errors == "raise":
+                            raise
+                        failures[index] = err
+                    advance()
+        finally:
+            # on an error (or Ctrl-C) the queued files are dropped, the running ones finish
+            pool.shutdown(wait=True, cancel_futures=True)
+        if len(todo) >= PROGRESS_MIN_ITEMS:
+            seconds = time.perf_counter() - start
+            log.info(
+                "%s: %d file(s) in %.1f s (%.1f/s, %d thread(s))%s",
+                description,
+                len(todo),
+                seconds,
+                len(todo) / max(seconds, 1e-9),
+                workers,
+                f", {len(failures)} unusable" if failures else "",
+            )
+        return failures
+
     def _key(self, kind: str, path: Path, shorter_side: int | None) -> str:
         try:
             stat = path.stat()
@@ -225,3 +352,24 @@ class ImageCache:
         except OSError as err:  # a read-only or full cache disk must not stop training
             log.warning("could not write cache file %s: %s", file, err)
         return array
+
+
+@contextlib.contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[[], None]]:
+    """A function advancing a progress bar on stderr by one, shown for ``total`` >=
+    ``PROGRESS_MIN_ITEMS`` on a terminal only: in a log file or a captured test run a bar
+    redrawn many times is noise (``preload`` logs one summary line instead)."""
+    console = Console(stderr=True)
+    if total < PROGRESS_MIN_ITEMS or not console.is_terminal:
+        yield lambda: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)

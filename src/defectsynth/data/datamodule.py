@@ -11,6 +11,7 @@ the augmentation, so batches are reproducible whatever the number of workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
@@ -25,9 +26,11 @@ from defectsynth.data import procedural
 from defectsynth.data.cache import (
     DecodeOnAccess,
     ImageCache,
+    PreloadItem,
     describe_mask,
     image_size,
     read_mask,
+    resolve_decode_workers,
 )
 from defectsynth.data.mvtec import (
     BadFiles,
@@ -180,7 +183,7 @@ class DefectDataModule(L.LightningDataModule):
     training items, drawn as ``placement`` says (``PlacementConfig`` fields plus
     ``on_foreground``); the foreground is ``foreground`` (a mask file) or estimated from the
     defect-free training images, and written to ``foreground_png`` (default: the trainer's
-    run folder).
+    run folder). ``decode_workers`` threads decode the files (``auto``: one per available CPU).
     """
 
     def __init__(
@@ -211,10 +214,14 @@ class DefectDataModule(L.LightningDataModule):
         foreground: str | None = None,
         foreground_png: str | None = None,
         defect_train_limit: int | None = None,
+        decode_workers: int | str = "auto",
     ) -> None:
         super().__init__()
-        # stored in checkpoints, so generate/evaluate know what the model was trained on
-        self.save_hyperparameters()
+        # stored in checkpoints, so generate/evaluate know what the model was trained on;
+        # decode_workers is how this machine decodes, not what: a checkpoint taken to another
+        # machine decodes with that machine's own setting
+        self.save_hyperparameters(ignore=["decode_workers"])
+        self.decode_workers = resolve_decode_workers(decode_workers)
         if image_size % 4:
             raise ConfigError(
                 f"data.image_size={image_size} must be a multiple of 4 (the generator "
@@ -372,10 +379,28 @@ class DefectDataModule(L.LightningDataModule):
             "values, or data.on_bad_file=skip to leave the image out."
         )
 
+    def _preload(self, items: Sequence[PreloadItem], description: str) -> None:
+        """Decode ``items`` in parallel into the memory cache, ahead of the loops that read them
+        one by one (and then find them in memory)."""
+        self.cache.preload(items, self.decode_workers, description)
+
     def _validated(self, split: MVTecSplit) -> MVTecSplit:
         """Decode every file once, now, in this process: a bad file fails here with its name
         (or is dropped with ``on_bad_file=skip``), never later inside a loader worker."""
-        train_size = self.load_size
+        train_size, test_size = self.load_size, self.image_size
+        items: list[PreloadItem] = [("image", p, train_size) for p in split.normal_train]
+        for samples, size in ((split.defect_train, train_size), (split.defect_test, test_size)):
+            for s in samples:
+                items += [("image", s.image, size), ("mask", s.mask, size)]
+        items += [("image", p, test_size) for p in split.normal_test]
+        # the parallel pass only fills the cache; the checks below stay a plain loop, so a bad
+        # file is met, reported or skipped exactly as before. Under on_bad_file=error the pass
+        # stops at the first bad file and its error is dropped here: the loop meets that file
+        # again and reports it (or an earlier size mismatch the pass does not check). Under
+        # skip the pass decodes the rest and the loop meets the bad ones again.
+        policy = "raise" if self.bad_files.policy == "error" else "collect"
+        with contextlib.suppress(DataError):
+            self.cache.preload(items, self.decode_workers, "decoding images", errors=policy)
         split = replace(
             split,
             normal_train=tuple(p for p in split.normal_train if self._usable_image(p, train_size)),
@@ -478,6 +503,7 @@ class DefectDataModule(L.LightningDataModule):
                 # an evenly spaced subset is as good an estimate and decodes far fewer files
                 paths = self.split.normal_train
                 paths = paths[:: max(1, len(paths) // FOREGROUND_IMAGES)][:FOREGROUND_IMAGES]
+                self._preload([("image", p, size) for p in paths], "decoding foreground images")
                 images = [self._square(self.cache.image(p, size)) for p in paths]
                 self.foreground = estimate_foreground(images, size)
             log.info(
@@ -498,6 +524,9 @@ class DefectDataModule(L.LightningDataModule):
         self, split: MVTecSplit, types: list[int] | None, on_foreground: bool
     ) -> RequestedMaskSampler:
         """Real training masks at ``image_size`` (centre crop) as requested-mask sources."""
+        self._preload(
+            [("mask", s.mask, self.image_size) for s in split.defect_train], "decoding masks"
+        )
         masks = [self._square(self.cache.mask(s.mask, self.image_size)) for s in split.defect_train]
         names = [str(s.mask) for s in split.defect_train]
         foreground = self.foreground_mask().mask if on_foreground else None
@@ -598,9 +627,14 @@ class DefectDataModule(L.LightningDataModule):
         transform = EvalTransform(self.image_size)
         if which in ("normal_test", "normal_train"):
             paths = getattr(self.split, which)
+            self._preload([("image", p, self.image_size) for p in paths], f"decoding {which}")
             return EvalDataset([self.cache.image(p, self.image_size) for p in paths], transform)
         if which in ("defect_train", "defect_test"):
             samples = getattr(self.split, which)
+            # the order of the loops below: the first bad file raises as it did there
+            items: list[PreloadItem] = [("image", s.image, self.image_size) for s in samples]
+            items += [("mask", s.mask, self.image_size) for s in samples]
+            self._preload(items, f"decoding {which}")
             images = [self.cache.image(s.image, self.image_size) for s in samples]
             masks = [self.cache.mask(s.mask, self.image_size) for s in samples]
             return EvalDataset(images, transform, masks)
