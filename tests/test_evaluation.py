@@ -40,6 +40,7 @@ INTERVAL_KEYS = {
     "mask_iou_per_image",
     "mask_area",
     "mask_changed_area",
+    "mask_overlap",
 }
 
 
@@ -108,6 +109,9 @@ def test_evaluate_from_checkpoint_with_injected_networks(smoke_run, cache_dir, t
     assert set(metrics["kid"]) == {"mean", "std"}
     assert set(metrics["ic_lpips"]) >= {"value", "clusters_used", "clusters"}
     assert {"iou", "mask_area"} <= set(metrics["mask_coherence"])
+    # how alike the generated masks are, beside the real masks' own value (4 training defects)
+    coherence = metrics["mask_coherence"]
+    assert 0 <= coherence["overlap"] <= 1 and 0 <= coherence["overlap_real"] < 1
     meta = report["meta"]
     assert meta["n_fake"] == 3 and meta["n_real_train"] == 4 and meta["n_real_test"] == 1
     # one held-out image is too few: the training defects, flagged as a tiny real set
@@ -132,6 +136,7 @@ def test_evaluate_from_checkpoint_with_injected_networks(smoke_run, cache_dir, t
     assert "| tile (crack) | defect_gan (no_LB) |" in table
     assert f"{metrics['lpips']:.3f} [{lo:.3f}, {hi:.3f}]" in table
     assert "95% bootstrap interval" in table
+    assert "Mask overlap: mean IoU" in table and "the real training masks': tile (crack)" in table
     assert "¹ FID (2048-d) and KID against fewer than 10 real images (n = 4)" in table
 
 

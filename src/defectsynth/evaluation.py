@@ -12,7 +12,8 @@ Metrics (each documented in the README):
 - ``dist_to_train``: mean over generated images of the minimum LPIPS to a training defect.
 - ``ic_lpips``: DFMGAN's clustered LPIPS (clusters = training defect images, a cluster with < 2
   generated images counts 0); ``ic_lpips_nonempty``: the mean over clusters with ≥ 2 only.
-- ``mask_coherence``: IoU of the predicted mask with the pixels G actually changed.
+- ``mask_coherence``: IoU of the predicted mask with the pixels G actually changed, and the
+  mask overlap: mean IoU between the generated masks (1 = the same mask on every image).
 
 Every number gets a bootstrap interval over images (``intervals`` in metrics.json) from the
 features and distances computed once (:mod:`defectsynth.metrics.bootstrap`).
@@ -60,10 +61,12 @@ TABLE_COLUMNS = (
     ("ic_lpips_nonempty", "IC-LPIPS (non-empty) ↑"),
     ("mask_iou", "Mask IoU ↑"),
     ("mask_area", "Mask area"),
+    ("mask_overlap", "Mask overlap"),
 )
 REAL_SETS = ("heldout", "train", "all")
 FID64_REAL_SOURCES = ("model_resolution", "original")
 SMALL_REAL_SET = 10  # FID-2048 / KID against fewer real images than this are flagged
+MASK_OVERLAP_MAX = 500  # masks compared pairwise for the overlap (an N² matrix)
 
 
 @dataclass
@@ -243,10 +246,12 @@ class MetricSuite:
         real_train: torch.Tensor,
         real_test: torch.Tensor,
         fid64_real: torch.Tensor | None = None,
+        real_masks: torch.Tensor | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """(metrics, intervals, meta). ``fid64_real``: the real training defects as FID-64 sees
         them when they are not ``real_train`` (``metrics.fid64_real_source=original``: each
-        original image already resized to 299 px); the same images in the same order."""
+        original image already resized to 299 px); the same images in the same order.
+        ``real_masks``: their masks (N, 1, H, W), the reference of the mask overlap."""
         self.prepare()
         o = self.options
         real_set = _choice(o, "real_set", REAL_SETS)
@@ -309,6 +314,19 @@ class MetricSuite:
             )
             results["mask_coherence"] = M.coherence_from_statistics(mask_stats)
             self._mask_intervals(mask_stats, iv, n_fake)
+            threshold = float(fakes.info.get("threshold", 0.5))
+            n_overlap = min(n_fake, MASK_OVERLAP_MAX)
+            overlap = M.pairwise_mask_iou(fakes.masks[:n_overlap], threshold).numpy()
+            if n_overlap >= 2:  # the mean over distinct pairs: all weights 1
+                point = B.distinct_pair_mean(overlap, np.ones(n_overlap))
+                results["mask_coherence"]["overlap"] = float(point[0])
+            key = "fake" if n_overlap == n_fake else f"fake_first_{n_overlap}"
+            iv.add(
+                "mask_overlap", lambda: B.distinct_pair_mean(overlap, iv.weights(key, n_overlap))
+            )
+            if real_masks is not None and len(real_masks) >= 2:
+                # the reference: how much the real defects' own masks overlap each other
+                results["mask_coherence"]["overlap_real"] = M.mask_overlap(real_masks)
 
         n_fid_real = len(fid_real)
         notes = []
@@ -437,6 +455,8 @@ def flatten(results: dict[str, Any]) -> dict[str, float | None]:
         "mask_iou_per_image": mask.get("iou_per_image_mean"),
         "mask_area": mask.get("mask_area"),
         "mask_changed_area": mask.get("changed_area"),
+        "mask_overlap": mask.get("overlap"),
+        "mask_overlap_real": mask.get("overlap_real"),
     }
 
 
@@ -494,6 +514,18 @@ def markdown_table(rows: list[dict[str, Any]], keys: tuple[str, ...], level: flo
             f"[lo, hi]: {level:.0%} bootstrap interval over images (generated and real sets "
             "resampled)."
         )
+    references = {
+        _product_of(row): row["mask_overlap_real"]
+        for row in rows
+        if row.get("mask_overlap_real") is not None and _product_of(row) != "Avg"
+    }
+    if any(row.get("mask_overlap") is not None for row in rows):
+        real = ", ".join(f"{p} {v:.3f}".strip() for p, v in references.items())
+        notes.append(
+            "Mask overlap: mean IoU between the generated masks of different images; 1 = the "
+            "same mask everywhere (a collapsed mask branch, which FID does not see)"
+            + (f"; the real training masks': {real}." if real else ".")
+        )
     if SMALL_SET_MARK in marks:
         sizes = sorted({r["fid2048_n_real"] for r in rows if r.get("fid2048_n_real") is not None})
         notes.append(
@@ -508,6 +540,10 @@ def markdown_table(rows: list[dict[str, Any]], keys: tuple[str, ...], level: flo
         )
     footer = "\n" + "\n".join(f"{note}  " for note in notes) + "\n" if notes else ""
     return "\n".join(lines) + "\n" + footer
+
+
+def _product_of(row: dict[str, Any]) -> str:
+    return str(row.get("product") or row.get("Product (Defect)") or row.get("Product") or "")
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
@@ -554,6 +590,7 @@ def evaluate(cfg: DictConfig, networks: Networks | None = None) -> dict[str, flo
     datamodule.setup()
     fakes = load_samples(folder, datamodule.cache)
     real_train = _stack(datamodule.eval_dataset("defect_train"))
+    real_masks = _stack(datamodule.eval_dataset("defect_train"), "mask")
     real_test = _stack(datamodule.eval_dataset("defect_test"))
     if real_train.shape[-2:] != fakes.images.shape[-2:]:
         raise DataError(
@@ -566,7 +603,7 @@ def evaluate(cfg: DictConfig, networks: Networks | None = None) -> dict[str, flo
         fid64_real = original_resolution_inputs(
             [s.image for s in datamodule.split.defect_train], datamodule.cache
         )
-    results, intervals, meta = suite.compute(fakes, real_train, real_test, fid64_real)
+    results, intervals, meta = suite.compute(fakes, real_train, real_test, fid64_real, real_masks)
     label = {
         "product": f"{info['category']} ({info['defect']})",
         "model": _model_name(info),
@@ -610,10 +647,10 @@ def original_resolution_inputs(paths: list[Path], cache: ImageCache) -> torch.Te
     return torch.stack(images)
 
 
-def _stack(dataset) -> torch.Tensor:
+def _stack(dataset, key: str = "image") -> torch.Tensor:
     if len(dataset) == 0:
-        return torch.empty(0, 3, 1, 1)
-    return torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+        return torch.empty(0, 3 if key == "image" else 1, 1, 1)
+    return torch.stack([dataset[i][key] for i in range(len(dataset))])
 
 
 def _model_name(info: dict[str, Any]) -> str:

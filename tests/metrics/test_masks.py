@@ -10,6 +10,8 @@ from defectsynth.metrics import (
     changed_outside_statistics,
     changed_region,
     mask_coherence,
+    mask_overlap,
+    pairwise_mask_iou,
     placement_statistics,
     pooled_ratio,
 )
@@ -160,3 +162,25 @@ def test_changed_pixels_off_the_foreground() -> None:
     with pytest.raises(ValueError, match="foreground"):
         placement_statistics(source, synthetic, requested, foreground=torch.ones(3, 3))
     assert pooled_ratio(torch.zeros(2), torch.zeros(2)) is None
+
+
+def test_mask_overlap_is_one_for_a_collapsed_set_and_low_for_scattered_masks() -> None:
+    same = torch.zeros(5, 1, 8, 8)
+    same[..., 2:4, :] = 0.9  # the same band on every image (soft values above the threshold)
+    assert mask_overlap(same) == pytest.approx(1.0)
+    scattered = torch.zeros(4, 1, 8, 8)
+    for i in range(4):
+        scattered[i, 0, 2 * i : 2 * i + 2, :] = 1  # four disjoint rows
+    assert mask_overlap(scattered) == pytest.approx(0.0)
+    # by hand: a 2×2 square vs the same square shifted by one column: 2 / 6
+    a = torch.zeros(2, 1, 4, 4)
+    a[0, 0, :2, :2] = 1
+    a[1, 0, :2, 1:3] = 1
+    matrix = pairwise_mask_iou(a)
+    assert matrix.flatten().tolist() == pytest.approx([1.0, 1 / 3, 1 / 3, 1.0])
+    assert mask_overlap(a) == pytest.approx(1 / 3)
+    # a soft mask below the threshold is empty; two empty masks are the same (collapse to nothing)
+    assert mask_overlap(torch.full((3, 1, 4, 4), 0.4)) == pytest.approx(1.0)
+    assert mask_overlap(same[:1]) is None
+    with pytest.raises(ValueError, match="masks"):
+        pairwise_mask_iou(torch.zeros(2, 4, 4))

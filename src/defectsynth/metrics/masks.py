@@ -174,3 +174,26 @@ def pooled_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> float | 
     """Σ numerator / Σ denominator over the set (None when the denominator sums to 0)."""
     total = float(denominator.sum())
     return float(numerator.sum()) / total if total > 0 else None
+
+
+def pairwise_mask_iou(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(N, N) float64 IoU between every two masks (B, 1, H, W) ≥ ``threshold``. Two empty masks
+    are the same mask (IoU 1): a generator that draws nothing has collapsed too."""
+    if masks.ndim != 4 or masks.shape[1] != 1:
+        raise ValueError(f"masks must be (N, 1, H, W); got {tuple(masks.shape)}")
+    flat = (masks[:, 0] >= threshold).flatten(1).double()
+    intersection = flat @ flat.T
+    area = flat.sum(dim=1)
+    union = area[:, None] + area[None, :] - intersection
+    return torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union))
+
+
+def mask_overlap(masks: torch.Tensor, threshold: float = 0.5) -> float | None:
+    """Mean IoU over the distinct pairs of a set of masks: ~0 for defects that land in different
+    places, 1 when every image gets the same mask (a collapsed mask branch: FID alone does not
+    see it). Compare with the real masks' own value. None for fewer than 2 masks."""
+    n = len(masks)
+    if n < 2:
+        return None
+    matrix = pairwise_mask_iou(masks, threshold)
+    return float((matrix.sum() - matrix.diagonal().sum()) / (n * (n - 1)))
