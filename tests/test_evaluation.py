@@ -14,8 +14,9 @@ from omegaconf import open_dict
 from PIL import Image
 
 from defectsynth.errors import ConfigError
-from defectsynth.evaluation import Networks, evaluate
+from defectsynth.evaluation import Intervals, MetricSuite, Networks, SampleSet, evaluate
 from defectsynth.generation import loggers_for
+from defectsynth.metrics import bootstrap as B
 from tests.helpers import REPO, run_script
 
 METRIC_KEYS = {
@@ -320,3 +321,31 @@ def test_tables_runs_train_generate_evaluate_and_writes_the_table(cache_dir, tmp
     assert (tmp_path / "demo.csv").read_text().startswith("Method,Product (Defect),fid64")
     assert (tmp_path / "defect_gan-full-tile" / "evaluate" / "metrics.json").is_file()
     assert (tmp_path / "defect_gan-full-tile" / "train" / "report.html").is_file()
+
+
+def test_mask_overlap_compares_different_sources_made_the_same_way():
+    """A mask that ignores the source (the same band for every source, per flip) overlaps
+    fully, even though the flips differ from each other; masks that move with the source do
+    not. Pairs of one source (its flips, or a resample's duplicate) never count."""
+    band = torch.zeros(1, 8, 8)
+    band[:, 1:3, :] = 1
+    flipped = band.flip(1)
+    collapsed = torch.stack([band, flipped, band, flipped, band, flipped])
+    sources = ["a", "a", "b", "b", "c", "c"]
+    variants = ["identity", "vflip"] * 3
+    fakes = SampleSet(torch.zeros(6, 3, 8, 8), collapsed, None, {}, sources, variants)
+    results: dict = {"mask_coherence": {}}
+    iv = Intervals(B.Resampler(200, seed=0))
+    MetricSuite._mask_overlap(fakes, results, iv)
+    assert results["mask_coherence"]["overlap"] == pytest.approx(1.0)
+    assert iv.values["mask_overlap"] == pytest.approx([1.0, 1.0])
+    # all pairs (no source names known): the identity/vflip pairs do not overlap at all
+    fakes.source_names = None
+    MetricSuite._mask_overlap(fakes, results, Intervals(None))
+    assert results["mask_coherence"]["overlap"] == pytest.approx(6 / 15)
+    moving = torch.zeros(6, 1, 8, 8)
+    for i in range(6):
+        moving[i, :, i, :] = 1  # every image its own row
+    fakes = SampleSet(torch.zeros(6, 3, 8, 8), moving, None, {}, sources, variants)
+    MetricSuite._mask_overlap(fakes, results, Intervals(None))
+    assert results["mask_coherence"]["overlap"] == pytest.approx(0.0)

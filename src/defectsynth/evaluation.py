@@ -77,6 +77,10 @@ class SampleSet:
     masks: torch.Tensor | None
     sources: torch.Tensor | None
     info: dict[str, Any] = field(default_factory=dict)
+    # per image: its source file and variant (flip, code) as the manifest names them; the mask
+    # overlap compares images of different sources made the same way
+    source_names: list[str] | None = None
+    variants: list[str] | None = None
 
 
 @dataclass
@@ -122,7 +126,14 @@ def load_samples(folder: Path, cache: ImageCache) -> SampleSet:
                 for r in rows
             ]
         )
-    return SampleSet(images, masks, sources, info)
+    return SampleSet(
+        images,
+        masks,
+        sources,
+        info,
+        source_names=[r.get("source") or "" for r in rows],
+        variants=[r.get("variant") or "" for r in rows],
+    )
 
 
 # the metrics each feature network serves
@@ -314,16 +325,7 @@ class MetricSuite:
             )
             results["mask_coherence"] = M.coherence_from_statistics(mask_stats)
             self._mask_intervals(mask_stats, iv, n_fake)
-            threshold = float(fakes.info.get("threshold", 0.5))
-            n_overlap = min(n_fake, MASK_OVERLAP_MAX)
-            overlap = M.pairwise_mask_iou(fakes.masks[:n_overlap], threshold).numpy()
-            if n_overlap >= 2:  # the mean over distinct pairs: all weights 1
-                point = B.distinct_pair_mean(overlap, np.ones(n_overlap))
-                results["mask_coherence"]["overlap"] = float(point[0])
-            key = "fake" if n_overlap == n_fake else f"fake_first_{n_overlap}"
-            iv.add(
-                "mask_overlap", lambda: B.distinct_pair_mean(overlap, iv.weights(key, n_overlap))
-            )
+            self._mask_overlap(fakes, results, iv)
             if real_masks is not None and len(real_masks) >= 2:
                 # the reference: how much the real defects' own masks overlap each other
                 results["mask_coherence"]["overlap_real"] = M.mask_overlap(real_masks)
@@ -426,6 +428,26 @@ class MetricSuite:
             iv.add("ic_lpips_nonempty", lambda: nonempty)
 
     @staticmethod
+    def _mask_overlap(fakes: SampleSet, results: dict[str, Any], iv: Intervals) -> None:
+        """Mean IoU between the masks of two images of *different* sources made the same way
+        (same flip or code slot): does the mask depend on the image? Near 1 when it does not."""
+        assert fakes.masks is not None
+        n = min(len(fakes.masks), MASK_OVERLAP_MAX)
+        threshold = float(fakes.info.get("threshold", 0.5))
+        overlap = M.pairwise_mask_iou(fakes.masks[:n], threshold).numpy()
+        pairs = np.ones((n, n)) - np.eye(n)
+        if fakes.source_names is not None and fakes.variants is not None:
+            source = np.asarray(fakes.source_names[:n], dtype=object)
+            variant = np.asarray(fakes.variants[:n], dtype=object)
+            pairs = (source[:, None] != source[None, :]) & (variant[:, None] == variant[None, :])
+            pairs = pairs.astype(np.float64)
+        point = B.selected_pair_mean(overlap, pairs, np.ones(n))
+        if np.isfinite(point[0]):
+            results["mask_coherence"]["overlap"] = float(point[0])
+            key = "fake" if n == len(fakes.masks) else f"fake_first_{n}"
+            iv.add("mask_overlap", lambda: B.selected_pair_mean(overlap, pairs, iv.weights(key, n)))
+
+    @staticmethod
     def _mask_intervals(stats: dict[str, torch.Tensor], iv: Intervals, n_fake: int) -> None:
         inter, union = stats["intersection"].numpy(), stats["union"].numpy()
         non_empty = (union > 0).astype(np.float64)
@@ -522,8 +544,9 @@ def markdown_table(rows: list[dict[str, Any]], keys: tuple[str, ...], level: flo
     if any(row.get("mask_overlap") is not None for row in rows):
         real = ", ".join(f"{p} {v:.3f}".strip() for p, v in references.items())
         notes.append(
-            "Mask overlap: mean IoU between the generated masks of different images; 1 = the "
-            "same mask everywhere (a collapsed mask branch, which FID does not see)"
+            "Mask overlap: mean IoU between the generated masks of two different source images "
+            "made the same way (flip, code slot); 1 = the same mask whatever the image (a "
+            "collapsed mask branch, which FID does not see)"
             + (f"; the real training masks': {real}." if real else ".")
         )
     if SMALL_SET_MARK in marks:

@@ -107,6 +107,18 @@ def distinct_pair_mean(matrix: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return np.where(pairs > 0, total / np.where(pairs > 0, pairs, 1.0), np.nan)
 
 
+def selected_pair_mean(matrix: np.ndarray, selected: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) mean of ``matrix`` over the ordered pairs (i, j) with ``selected[i, j]`` = 1 (a 0/1
+    matrix with a zero diagonal), each weighted by w_i · w_j: (wᵀ(M⊙S)w) / (wᵀSw). NaN where a
+    resample holds no selected pair."""
+    w = _as_2d(weights)
+    s = np.asarray(selected, dtype=np.float64)
+    total = _quadratic(w, np.asarray(matrix, dtype=np.float64) * s, w)
+    pairs = _quadratic(w, s, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, total / np.where(pairs > 0, pairs, 1.0), np.nan)
+
+
 def nearest_distance_mean(
     fake_to_train: np.ndarray, fake_weights: np.ndarray, train_weights: np.ndarray
 ) -> np.ndarray:
