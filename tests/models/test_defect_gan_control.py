@@ -248,6 +248,23 @@ def test_a_gated_mask_never_leaves_the_request_and_an_ungated_one_can():
             assert mask[outside].max() > 0.1
 
 
+def test_code_map_feeds_the_code_as_a_spatial_field():
+    """code_map=true: the code is also a smooth (8×8, up-sampled) input channel, so two codes
+    give two different inputs at every pixel, not only a per-channel scale."""
+    torch.manual_seed(0)
+    model = DefectGANControl(**TINY, control={"z_dim": 4, "code_map": True}).eval()
+    assert model.G.trunk.stem[1].in_channels == 5 and model.G.code_map is not None
+    field = model.G.code_map(model.codes([1])).view(1, 1, 8, 8)
+    assert 0.3 < float(field.std()) < 3.0  # a unit-variance field at initialisation
+    x, requested = images(1), box(1)
+    with torch.no_grad():
+        a, _ = model(x, requested, model.codes([1]))
+        b, _ = model(x, requested, model.codes([2]))
+    assert (a - b).abs().max() > 1e-4
+    plain = DefectGANControl(**TINY, control={"z_dim": 4})
+    assert plain.G.code_map is None and plain.G.trunk.stem[1].in_channels == 4
+
+
 # ----------------------------------------------------------------------------- training
 class ControlBatches(Dataset):
     def __init__(self, n: int = 2, types: bool = False) -> None:

@@ -41,6 +41,7 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "z_dim": 8,
     "n_types": None,  # null: the number of data.defect types, set when training starts
     "gate_mask": True,  # G's mask = request ⊙ mask branch: never outside the request
+    "code_map": False,  # the code also enters as a spatial field (an input channel)
     "mask_follow": True,
     "preserve": True,
     "diversity": True,
@@ -92,6 +93,7 @@ class DefectGANControl(DefectGAN):
             z_dim=int(self.control["z_dim"]),
             n_types=n_types,
             gate_mask=bool(self.control["gate_mask"]),
+            code_map=bool(self.control["code_map"]),
         )
 
     def trains_g_mask(self) -> bool:

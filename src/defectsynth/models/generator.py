@@ -70,6 +70,7 @@ class ResNetTrunk(nn.Module):
 
 
 UPSAMPLES = ("transpose", "resize")
+CODE_MAP_SIZE = 8  # the controllable G's code field, bilinearly up-sampled to the image
 
 
 class UpBlock(nn.Module):
@@ -209,13 +210,27 @@ class ControllableGenerator(DefectGenerator):
         n_types: int = 1,
         upsample: str = "transpose",
         gate_mask: bool = True,
+        code_map: bool = False,
     ) -> None:
+        in_channels = 5 if code_map else 4
         super().__init__(
-            ngf, n_blocks, norm, in_channels=4, out_channels=3, with_mask=True, upsample=upsample
+            ngf,
+            n_blocks,
+            norm,
+            in_channels=in_channels,
+            out_channels=3,
+            with_mask=True,
+            upsample=upsample,
         )
         if z_dim < 1 or n_types < 1:
             raise ValueError(f"z_dim={z_dim} and n_types={n_types} must be >= 1")
         self.z_dim, self.n_types, self.gate_mask = z_dim, n_types, gate_mask
+        # the code also as a smooth spatial field (an input channel): per-pixel variation that
+        # no normalisation removes, where FiLM's per-channel scale was measured to be ignored
+        self.code_map = nn.Linear(z_dim, CODE_MAP_SIZE**2) if code_map else None
+        if self.code_map is not None:
+            nn.init.normal_(self.code_map.weight, 0.0, z_dim**-0.5)  # a unit-variance field
+            nn.init.zeros_(self.code_map.bias)
         # one type needs no type input: its one-hot would be a constant
         self.type_dim = n_types if n_types > 1 else 0
         self.film = nn.Linear(z_dim + self.type_dim, 2 * 4 * ngf)
@@ -251,7 +266,15 @@ class ControllableGenerator(DefectGenerator):
             raise ValueError(
                 f"requested mask {tuple(requested.shape)} does not fit images {tuple(x.shape)}"
             )
-        h = self.trunk(torch.cat([x, requested.to(x.dtype) * 2 - 1], dim=1))
+        inputs = [x, requested.to(x.dtype) * 2 - 1]
+        if self.code_map is not None:
+            field = self.code_map(z.to(x.dtype)).view(-1, 1, CODE_MAP_SIZE, CODE_MAP_SIZE)
+            inputs.append(
+                nn.functional.interpolate(
+                    field, size=x.shape[-2:], mode="bilinear", align_corners=False
+                )
+            )
+        h = self.trunk(torch.cat(inputs, dim=1))
         gamma, beta = self.film(self.condition(z, defect_type)).to(h.dtype).chunk(2, dim=1)
         h = h * (1 + gamma[..., None, None]) + beta[..., None, None]
         image, features = self.image_branch(h)
