@@ -41,9 +41,9 @@ table3: install
 	$(BIN)/python src/tables.py table=table3 scale=demo $(TABLE_ARGS)
 
 # Table 4 (defect inspection) and the segmentation study of the masks at demo scale on the
-# procedural tile/crack product; trains a demo generator first (reused later), ~21 min here
-# before the real-vs-synthetic rows (README), which add an estimated ~5 min (ResNet-18 only,
-# x0/x1/x4, 2 seeds: conf/scale/demo.yaml).
+# procedural tile/crack product; trains a demo generator first (reused later); with the
+# real-vs-synthetic rows (README; ResNet-18 only, x0/x1/x4, 2 seeds: conf/scale/demo.yaml)
+# measured at 35 min on an idle 2-core CPU (22 min classifiers, 13 min segmenter).
 # The authors' protocol: make table4 TABLE4_ARGS="logger=csv composite=true protocol=paper"
 TABLE4_ARGS ?= logger=csv composite=true
 
