@@ -612,8 +612,8 @@ def evaluate(cfg: DictConfig, networks: Networks | None = None) -> dict[str, flo
     )
     datamodule.setup()
     fakes = load_samples(folder, datamodule.cache)
-    real_train = _stack(datamodule.eval_dataset("defect_train"))
-    real_masks = _stack(datamodule.eval_dataset("defect_train"), "mask")
+    defect_train = datamodule.eval_dataset("defect_train")
+    real_train, real_masks = _stack(defect_train), _stack(defect_train, "mask")
     real_test = _stack(datamodule.eval_dataset("defect_test"))
     if real_train.shape[-2:] != fakes.images.shape[-2:]:
         raise DataError(
