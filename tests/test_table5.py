@@ -98,6 +98,50 @@ def test_same_source_lpips_pairs_only_samples_of_one_source():
     assert single["lpips_same_source"] is None and single["n_groups"] == 0
 
 
+class _PaintsTheCode:
+    """A stub controllable model: inside the request it paints the code's first entry (a grey
+    level in [-1, 1]); ``ignores`` paints one grey whatever the code."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, ignores: bool = False) -> None:
+        self.ignores = ignores
+
+    def codes(self, seeds: list[int]) -> torch.Tensor:
+        return torch.tensor([[-1.0 + 2 * j / 3] for j in range(len(seeds))])
+
+    def fallback_masks(self, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        masks = torch.zeros(len(seeds), 1, 4, 4)
+        masks[:, :, 1:3, 1:3] = 1
+        return masks, torch.zeros(len(seeds), dtype=torch.long)
+
+    def synthesize(self, x, requested, z, defect_type):
+        grey = torch.full_like(z[:, :1], 0.5) if self.ignores else z[:, :1]
+        return x * (1 - requested) + grey[..., None, None] * requested, requested
+
+
+class _Sources:
+    split = OmegaConf.create({"normal_test": ["a", "b", "c"]})
+
+    def eval_dataset(self, which: str) -> list[dict[str, torch.Tensor]]:
+        return [{"image": torch.full((3, 4, 4), -1.0)} for _ in range(3)]
+
+
+def test_code_diversity_compares_codes_on_one_source_and_one_request():
+    # codes paint 0, 1/3, 2/3, 1 (in [0, 1]) on a black source: code pairs differ by 5/9 on
+    # average, samples from their source by 1/2
+    result = T.code_diversity(_PaintsTheCode(), _Sources(), BOOT, n_sources=3, n_codes=4)
+    assert result["n_code_groups"] == 6
+    assert result["code_change"] == pytest.approx(5 / 9)
+    assert result["defect_change"] == pytest.approx(1 / 2)
+    assert result["code_ratio"] == pytest.approx(10 / 9)
+    assert result["code_ratio_interval"] == pytest.approx([10 / 9, 10 / 9])
+    ignored = T.code_diversity(_PaintsTheCode(ignores=True), _Sources(), BOOT, n_codes=4)
+    assert ignored["code_change"] == 0.0 and ignored["code_ratio"] == 0.0
+    assert ignored["defect_change"] == pytest.approx(0.75)
+    assert T.code_diversity(_PaintsTheCode(), _Sources(), BOOT, n_codes=1)["code_ratio"] is None
+
+
 def test_data_specs_name_procedural_and_real_cells(tmp_path):
     cfg = OmegaConf.create(
         {"products": ["tile", "wood"], "data_root": str(tmp_path), "real_products": ["wood/color"]}

@@ -82,6 +82,7 @@ SECTIONS: dict[str, list[tuple[str, str, int]]] = {
     "Diversity": [
         ("lpips_same_source", "Same-source LPIPS ↑", 3),
         ("lpips", "Set LPIPS ↑", 3),
+        ("code_ratio", "Code / defect change ↑", 3),
     ],
     "Placement": [
         ("request_changed_iou", "IoU request vs changed ↑", 3),
@@ -221,6 +222,73 @@ def same_source_lpips(
     out["lpips_same_source_interval"] = boot.interval(
         "sources", len(values), lambda w: B.weighted_mean(values, w)
     )
+    return out
+
+
+@torch.inference_mode()
+def code_diversity(
+    model: Any,
+    datamodule: Any,
+    boot: Bootstrap,
+    n_sources: int = 8,
+    n_requests: int = 2,
+    n_codes: int = 4,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What the noise code alone changes: for each (source image, request) group, ``n_codes``
+    codes on the same source and the same requested mask. ``code_change`` is the mean absolute
+    difference (images in [0, 1]) inside the request between two codes' samples, averaged over
+    code pairs and groups; ``defect_change`` that between a sample and its source inside the
+    request — how strongly the defect repaints it. Their ratio near 0 means the codes are
+    ignored; near 1, two codes differ as much as a defect differs from the intact surface.
+    Intervals resample groups. Requests are stored training masks (flipped, rotated)."""
+    split = "normal_test" if datamodule.split.normal_test else "normal_train"
+    sources = datamodule.eval_dataset(split)
+    n_sources = min(n_sources, len(sources))
+    codes = model.codes([seed + j for j in range(n_codes)])
+    code_changes, defect_changes = [], []
+    for i in range(n_sources):
+        x = sources[i]["image"][None].to(model.device)
+        request_seeds = [seed + 7919 * (i * n_requests + r + 1) for r in range(n_requests)]
+        requests, types = model.fallback_masks(request_seeds)
+        requests = torch.nn.functional.interpolate(requests, size=x.shape[-2:], mode="nearest")
+        for request, defect_type in zip(requests, types, strict=True):
+            image, _ = model.synthesize(
+                x.expand(n_codes, -1, -1, -1),
+                requested=request[None].expand(n_codes, -1, -1, -1),
+                z=codes,
+                defect_type=defect_type.expand(n_codes),
+            )
+            inside = request[0] >= 0.5
+            if not bool(inside.any()):
+                continue
+            pixels = ((image + 1) / 2)[:, :, inside]  # (codes, 3, pixels) in [0, 1]
+            diffs = (pixels[:, None] - pixels[None]).abs().mean(dim=(2, 3))
+            pairs = n_codes * (n_codes - 1)
+            code_changes.append(float(diffs.sum()) / pairs if pairs else 0.0)
+            source_pixels = ((x[0] + 1) / 2)[:, inside]
+            defect_changes.append(float((pixels - source_pixels).abs().mean()))
+    out: dict[str, Any] = {"code_change": None, "defect_change": None, "code_ratio": None}
+    if not code_changes or n_codes < 2:
+        return out
+    code, defect = np.asarray(code_changes), np.asarray(defect_changes)
+    out.update(
+        code_change=float(code.mean()),
+        code_change_interval=boot.interval(
+            "code_groups", len(code), lambda w: B.weighted_mean(code, w)
+        ),
+        defect_change=float(defect.mean()),
+        defect_change_interval=boot.interval(
+            "code_groups", len(defect), lambda w: B.weighted_mean(defect, w)
+        ),
+        n_code_groups=len(code),
+        n_codes=n_codes,
+    )
+    if defect.sum() > 0:
+        out["code_ratio"] = float(code.sum() / defect.sum())
+        out["code_ratio_interval"] = boot.interval(
+            "code_groups", len(code), lambda w: B.weighted_ratio(code, defect, w)
+        )
     return out
 
 
@@ -437,6 +505,7 @@ def run_cell(
         )
         row["n_placement"] = len(placed_rows)
         row["placement"] = info.get("placement")
+        row.update(code_diversity(model, datamodule, boot, **cfg.code_diversity))
         figure = codes_by_placements(
             model,
             datamodule,
@@ -551,6 +620,11 @@ def markdown(table: list[dict[str, Any]], cfg: DictConfig) -> str:
         "model: a different noise code *and* a different stored request per sample — the "
         "codes alone are shown by the figure; the paper models are deterministic: their ≤ 4 "
         "flip variants, flipped back); interval over source images.",
+        "- Code / defect change: what the noise code alone changes — on one source and one "
+        "request, the mean |Δ| inside the request between two codes' samples, over the mean "
+        "|Δ| between a sample and its source there (0: the codes are ignored; 1: two codes "
+        f"differ as much as a defect from the intact surface); {DASH} for deterministic models; "
+        "interval over (source, request) groups.",
         f"- Placement: requested masks never seen in training ({placement}); "
         f"{DASH} for models that take no request. Changed off foreground: share of the changed "
         "pixels off the product's foreground (textures: the whole image is foreground, so 0); "

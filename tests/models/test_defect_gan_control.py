@@ -265,6 +265,33 @@ def test_code_map_feeds_the_code_as_a_spatial_field():
     assert plain.G.code_map is None and plain.G.trunk.stem[1].in_channels == 4
 
 
+def test_decoder_modulation_lets_the_code_reach_the_pixels_after_every_normalisation():
+    """modulate_decoder=true: each image up-sampling block scales and shifts its normalised
+    features by the code (AdaIN). With the trunk FiLM silenced, codes change the output only
+    through that path; a zero modulation is the plain block."""
+    torch.manual_seed(0)
+    model = DefectGANControl(**TINY, control={"z_dim": 4, "modulate_decoder": True}).eval()
+    films = model.G.decoder_film
+    assert films is not None and [f.out_features for f in films] == [2 * 8, 2 * 4]
+    for layer in (model.G.film, *films):
+        torch.nn.init.zeros_(layer.weight)
+    x, requested = images(1), box(1)
+    codes = model.codes([1, 2])
+    with torch.no_grad():
+        same = [model(x, requested, codes[i : i + 1])[0] for i in range(2)]
+        assert torch.equal(same[0], same[1])  # no path from the code left
+        torch.nn.init.normal_(films[-1].weight, 0.0, 0.5)
+        a, _ = model(x, requested, codes[:1])
+        b, _ = model(x, requested, codes[1:])
+    assert (a - b).abs().max() > 1e-3
+    block = model.G.image_branch.up[0]
+    h = torch.randn(2, 16, 4, 4)
+    zero = (torch.zeros(2, 8), torch.zeros(2, 8))
+    assert torch.allclose(block(h, zero), block(h))
+    plain = DefectGANControl(**TINY, control={"z_dim": 4})
+    assert plain.G.decoder_film is None
+
+
 # ----------------------------------------------------------------------------- training
 class ControlBatches(Dataset):
     def __init__(self, n: int = 2, types: bool = False) -> None:

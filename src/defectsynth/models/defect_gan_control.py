@@ -42,6 +42,7 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "n_types": None,  # null: the number of data.defect types, set when training starts
     "gate_mask": True,  # G's mask = request ⊙ mask branch: never outside the request
     "code_map": False,  # the code also enters as a spatial field (an input channel)
+    "modulate_decoder": False,  # the code also scales/shifts the image branch's up-sampling
     "mask_follow": True,
     "preserve": True,
     "diversity": True,
@@ -94,6 +95,7 @@ class DefectGANControl(DefectGAN):
             n_types=n_types,
             gate_mask=bool(self.control["gate_mask"]),
             code_map=bool(self.control["code_map"]),
+            modulate_decoder=bool(self.control["modulate_decoder"]),
         )
 
     def trains_g_mask(self) -> bool:

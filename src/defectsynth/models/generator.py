@@ -11,6 +11,8 @@ defect the image branch is drawing. The inverse mapping F uses the same class.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -101,8 +103,20 @@ class UpBlock(nn.Module):
             nn.ReLU(inplace=True),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    def forward(
+        self, x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``scale_shift`` (γ, β), each (N, C): adaptive instance normalisation — the
+        normalised features become h ⊙ (1 + γ) + β before the ReLU, so a code decides, per
+        sample, which features pass."""
+        if scale_shift is None:
+            return self.layers(x)
+        *resample_and_norm, relu = self.layers
+        h = x
+        for layer in resample_and_norm:
+            h = layer(h)
+        gamma, beta = scale_shift
+        return relu(h * (1 + gamma[..., None, None]) + beta[..., None, None])
 
 
 def output_head(in_channels: int, out_channels: int, activation: nn.Module) -> nn.Sequential:
@@ -126,10 +140,15 @@ class ImageBranch(nn.Module):
         )
         self.head = output_head(ngf, out_channels, nn.Tanh())
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self,
+        h: torch.Tensor,
+        modulations: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``modulations``: one (γ, β) per up-sampling block (:meth:`UpBlock.forward`)."""
         features = []
-        for block in self.up:
-            h = block(h)
+        for k, block in enumerate(self.up):
+            h = block(h, modulations[k] if modulations is not None else None)
             features.append(h)
         return self.head(h), features
 
@@ -199,6 +218,11 @@ class ControllableGenerator(DefectGenerator):
     With ``gate_mask`` the mask branch only chooses *within* the request: mask = request ⊙
     branch. A request learnt through the trunk alone (down-sampled 4×, then judged by D_C) was
     measured to be ignored (README, Table 5); gated, the defect cannot leave the requested region.
+
+    With ``modulate_decoder`` the code (and type) also sets, per up-sampling block of the image
+    branch, the scale and shift applied after its instance normalisation (AdaIN, as in MUNIT or
+    StyleGAN): the trunk FiLM passes through a convolution and a normalisation before it reaches
+    the pixels, which largely undo it — measured, codes then barely changed the defect.
     """
 
     def __init__(
@@ -211,6 +235,7 @@ class ControllableGenerator(DefectGenerator):
         upsample: str = "transpose",
         gate_mask: bool = True,
         code_map: bool = False,
+        modulate_decoder: bool = False,
     ) -> None:
         in_channels = 5 if code_map else 4
         super().__init__(
@@ -235,6 +260,14 @@ class ControllableGenerator(DefectGenerator):
         self.type_dim = n_types if n_types > 1 else 0
         self.film = nn.Linear(z_dim + self.type_dim, 2 * 4 * ngf)
         init_weights(self.film)
+        # one (γ, β) per up-sampling block of the image branch, widths 2·ngf then ngf
+        self.decoder_film = (
+            nn.ModuleList(nn.Linear(z_dim + self.type_dim, 2 * w) for w in (2 * ngf, ngf))
+            if modulate_decoder
+            else None
+        )
+        if self.decoder_film is not None:
+            init_weights(self.decoder_film)
 
     def condition(self, z: torch.Tensor, defect_type: torch.Tensor | None) -> torch.Tensor:
         """The FiLM input: the code, followed by the type's one-hot when there are types."""
@@ -275,9 +308,15 @@ class ControllableGenerator(DefectGenerator):
                 )
             )
         h = self.trunk(torch.cat(inputs, dim=1))
-        gamma, beta = self.film(self.condition(z, defect_type)).to(h.dtype).chunk(2, dim=1)
+        condition = self.condition(z, defect_type)
+        gamma, beta = self.film(condition).to(h.dtype).chunk(2, dim=1)
         h = h * (1 + gamma[..., None, None]) + beta[..., None, None]
-        image, features = self.image_branch(h)
+        modulations = None
+        if self.decoder_film is not None:
+            modulations = [
+                tuple(layer(condition).to(h.dtype).chunk(2, dim=1)) for layer in self.decoder_film
+            ]
+        image, features = self.image_branch(h, modulations)
         if not with_mask or self.mask_branch is None:
             return image, None
         mask = self.mask_branch(h, features)
