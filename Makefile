@@ -43,8 +43,8 @@ table3: install
 # Table 4 (defect inspection) and the segmentation study of the masks at demo scale on the
 # procedural tile/crack product; trains a demo generator first (reused later); with the
 # real-vs-synthetic rows (README; ResNet-18 only, x0/x1/x4, 2 seeds: conf/scale/demo.yaml).
-# Sized for 30 min on an idle 2-core CPU; the mask-composited rows (composite=true, 9 more
-# fits, ~6 min) and the authors' protocol are one argument away:
+# Sized for 30 min on an idle 2-core CPU; the mask-composited rows (composite=true, 6 more
+# fits, ~4 min) and the authors' protocol are one argument away:
 # make table4 TABLE4_ARGS="logger=csv composite=true protocol=paper"
 TABLE4_ARGS ?= logger=csv
 
