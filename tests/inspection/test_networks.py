@@ -18,7 +18,7 @@ from defectsynth.inspection.data import (
     random_flips,
     to_model_input,
 )
-from defectsynth.inspection.fitting import fit
+from defectsynth.inspection.fitting import BestWeights, fit
 from defectsynth.inspection.segmenter import DefectSegmenter, UNet
 
 
@@ -107,3 +107,54 @@ def test_fit_restores_the_best_validation_epoch(tmp_path: Path):
     with torch.no_grad():
         loss = module._loss(module(x), masks.float())
     assert float(loss) == pytest.approx(info["best_val_loss"], rel=1e-4)
+
+
+def test_selection_keeps_the_best_epoch_by_loss_or_by_auroc():
+    """train.select: the lowest validation loss (the authors') or the highest validation AUROC,
+    the first such epoch on ties — on hand-fed epochs where the two disagree."""
+
+    class Epochs:
+        sanity_checking = False
+
+        def __init__(self) -> None:
+            self.current_epoch, self.callback_metrics = 0, {}
+
+    net = torch.nn.Linear(1, 1)
+    by_loss, by_auroc = BestWeights("val/loss"), BestWeights("val/auroc", higher_is_better=True)
+    trainer = Epochs()
+    history = [(0.69, 0.40), (0.71, 0.90), (0.90, 0.90), (1.50, 0.70)]  # loss rises, AUROC peaks
+    for epoch, (loss, auroc) in enumerate(history):
+        trainer.current_epoch = epoch
+        trainer.callback_metrics = {
+            "val/loss": torch.tensor(loss),
+            "val/auroc": torch.tensor(auroc),
+        }
+        torch.nn.init.constant_(net.weight, float(epoch))
+        for callback in (by_loss, by_auroc):
+            callback.on_validation_end(trainer, net)
+    assert by_loss.restore(net)["best_epoch"] == 0 and float(net.weight) == 0.0
+    info = by_auroc.restore(net)
+    assert info == {
+        "best_epoch": 1,
+        "best_val_auroc": pytest.approx(0.9),
+        "selected_by": "val/auroc",
+    }
+    assert float(net.weight) == 1.0
+
+
+def test_the_classifier_logs_a_validation_auroc_and_select_is_checked(tmp_path: Path):
+    L.seed_everything(0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    data = LabelledImages(images, torch.tensor([0.0, 1.0] * 4))
+    module = DefectClassifier("resnet18")
+    options = OmegaConf.create({"epochs": 2, "accelerator": "cpu", "select": "auroc"})
+    info = fit(module, StudyDataModule(data, data, data, batch_size=4), options, tmp_path, [])
+    assert info["selected_by"] == "val/auroc" and 0.0 <= info["best_val_auroc"] <= 1.0
+    with pytest.raises(ConfigError, match="select='f1'"):
+        fit(
+            module,
+            StudyDataModule(data, data, data),
+            OmegaConf.create({"select": "f1"}),
+            tmp_path,
+            [],
+        )

@@ -15,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 from torch.nn import functional as F
+from torchmetrics.functional.classification import binary_auroc
 
 from defectsynth.errors import ConfigError
 from defectsynth.inspection.data import random_flips, to_model_input
@@ -122,6 +123,8 @@ class DefectClassifier(L.LightningModule):
         per_class = [losses[labels == value].mean() for value in labels.unique()]
         self.log("val/loss", torch.stack(per_class).mean())
         self.log("val/accuracy", ((logits > 0).float() == labels).float().mean())
+        if len(per_class) == 2:  # a ranking needs both classes (train.select=auroc)
+            self.log("val/auroc", binary_auroc(logits, labels.long()))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(

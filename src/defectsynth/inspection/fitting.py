@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from defectsynth.errors import ConfigError
 from defectsynth.utils.wandb import default_wandb_mode
 
 log = logging.getLogger(__name__)
@@ -22,29 +23,40 @@ log = logging.getLogger(__name__)
 QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed")
 
 
-class BestWeights(L.Callback):
-    """Keep, in memory, the weights of the epoch with the lowest ``monitor`` (the authors keep
-    the best validation-loss checkpoint); ``restore`` loads them back. In memory because a study
-    trains dozens of networks and needs none of them afterwards."""
+# train.select → (logged metric, whether higher is better)
+SELECTIONS = {"loss": ("val/loss", False), "auroc": ("val/auroc", True)}
 
-    def __init__(self, monitor: str = "val/loss") -> None:
-        self.monitor = monitor
+
+class BestWeights(L.Callback):
+    """Keep, in memory, the weights of the epoch with the best ``monitor`` — the lowest, or with
+    ``higher_is_better`` the highest; the first such epoch on ties (the authors keep the best
+    validation-loss checkpoint); ``restore`` loads them back. In memory because a study trains
+    dozens of networks and needs none of them afterwards."""
+
+    def __init__(self, monitor: str = "val/loss", higher_is_better: bool = False) -> None:
+        self.monitor, self.higher_is_better = monitor, higher_is_better
         self.best: float | None = None
         self.epoch: int | None = None
         self.state: dict[str, torch.Tensor] | None = None
+
+    def _improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.higher_is_better else value < self.best
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
-        if self.best is None or value < self.best:
+        if self._improves(value):
             self.best, self.epoch = value, trainer.current_epoch
             self.state = copy.deepcopy({k: v.detach() for k, v in pl_module.state_dict().items()})
 
     def restore(self, module: nn.Module) -> dict[str, Any]:
         if self.state is not None:
             module.load_state_dict(self.state)
-        return {"best_epoch": self.epoch, "best_val_loss": self.best}
+        key = "best_" + self.monitor.replace("/", "_")
+        return {"best_epoch": self.epoch, key: self.best, "selected_by": self.monitor}
 
 
 def quiet_lightning() -> None:
@@ -102,8 +114,13 @@ def fit(
     loggers: list[Any],
 ) -> dict[str, Any]:
     """Train for ``options.epochs`` epochs, validating every epoch; load the best epoch's
-    weights back into ``module``. Returns the best epoch, its validation loss and the time."""
-    best = BestWeights("val/loss")
+    weights back into ``module`` — by ``options.select`` (``loss``, the default: the lowest
+    validation loss; ``auroc``: the highest validation AUROC). Returns the best epoch, its
+    value and the time."""
+    select = str(options.get("select", "loss"))
+    if select not in SELECTIONS:
+        raise ConfigError(f"select={select!r}: expected one of {sorted(SELECTIONS)}")
+    best = BestWeights(*SELECTIONS[select])
     trainer = L.Trainer(
         accelerator=options.get("accelerator", "auto"),
         devices=1,

@@ -220,6 +220,9 @@ UNSET_UNRECORDED = ("image_ext", "mask_ext", "mask_threshold", "defect_train_lim
 # how a network is trained, not what: resuming on another device or with a progress bar
 # reuses the results
 RUNTIME_OPTIONS = ("accelerator", "progress_bar")
+# network options added later, recorded only when they differ from the behaviour before them,
+# so folders written earlier still resume
+LATER_DEFAULTS = {"select": "loss"}
 
 
 def split_settings(cfg: DictConfig, product: Product, split_seed: int) -> dict[str, Any]:
@@ -262,7 +265,11 @@ def run_settings(
         "run.network": network,
         "run.seed": seed,
         "split.synthetic_val": float(cfg.split.synthetic_val),
-        **{f"{prefix}.{k}": v for k, v in options.items() if k not in RUNTIME_OPTIONS},
+        **{
+            f"{prefix}.{k}": v
+            for k, v in options.items()
+            if k not in RUNTIME_OPTIONS and LATER_DEFAULTS.get(k, object()) != v
+        },
     }
     if kind == "classification":
         settings["classifier.pretrained"] = bool(cfg.classifier.pretrained)
